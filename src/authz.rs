@@ -1,0 +1,41 @@
+//! Stage 5, authorize: may this caller use this route — and the only place a [`Permit`] is made.
+//!
+//! Forwarding requires a `&Permit`, and a `Permit` can only be built here, so no code path can
+//! reach the backend without passing authorization: the type system enforces the pipeline.
+
+use std::sync::Arc;
+
+use crate::authn::Caller;
+use crate::config::RouteConfig;
+use crate::gate::error::GateError;
+use crate::gate::route::RouteMatch;
+
+/// Proof that authorization allowed this request on this route.
+#[derive(Debug)]
+pub struct Permit {
+    route: Arc<RouteConfig>,
+    caller: Caller,
+}
+
+impl Permit {
+    /// The route the permit is for.
+    pub fn route(&self) -> &RouteConfig {
+        &self.route
+    }
+
+    /// Who the permit was granted to.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+/// Grants a permit, or refuses. Default deny: only a public route admits an anonymous caller.
+pub fn authorize(matched: &RouteMatch, caller: Caller) -> Result<Permit, GateError> {
+    match caller {
+        Caller::Anonymous if matched.route.public => Ok(Permit {
+            route: Arc::clone(&matched.route),
+            caller,
+        }),
+        Caller::Anonymous => Err(GateError::Unauthenticated),
+    }
+}

@@ -1,0 +1,89 @@
+//! Command line: parse with clap, dispatch, and map failures to exit codes
+//! (0 success, 1 runtime failure, 2 usage or config error).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::ConfigError;
+
+mod serve;
+
+/// Wardgate: zero-trust authenticating reverse proxy for telehealth.
+#[derive(Debug, Parser)]
+#[command(name = "wardgate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        /// Config file.
+        #[arg(long, default_value = "config/wardgate.toml")]
+        config: PathBuf,
+    },
+    /// Run the proxy on the default config in front of the built-in demo telehealth backend.
+    Demo {
+        /// Config file (default: config/wardgate.toml, or the embedded copy if absent).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file: exit 0, or exit 2 printing every error as FILE:LINE: FIELD: message.
+    Check {
+        /// Config file.
+        file: PathBuf,
+    },
+}
+
+/// A failed command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The config is invalid (exit 2).
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// Something failed at run time (exit 1).
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl CliError {
+    /// The process exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Config(_) => 2,
+            CliError::Runtime(_) => 1,
+        }
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve { config } => serve::serve(&config),
+        Command::Demo { config } => serve::demo(config),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let config = crate::config::Config::load(&file)?;
+            println!(
+                "{}: ok ({} routes, {} upstreams)",
+                file.display(),
+                config.routes.len(),
+                config.upstreams.len()
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Configuration: the validated runtime [`Config`] and how to load it.
+//!
+//! ```text
+//! wardgate.toml ──toml+serde──▶ FileConfig (file.rs, 1:1 with the TOML, Spanned)
+//!               ──validate.rs──▶ Config (defaults applied, paths resolved, cross-references checked)
+//! ```
+//! Loading either yields a complete `Config` or a [`ConfigError`] listing every problem as
+//! `FILE:LINE: FIELD: message`; there is no half-configured state. Reload (`reload.rs`) reuses the
+//! same path, so a bad file on SIGHUP is refused exactly as it would be at start.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Method;
+use ipnet::IpNet;
+
+use crate::gate::route::{HostPattern, PathPattern};
+
+pub mod error;
+pub mod file;
+pub mod units;
+mod validate;
+
+pub use error::{ConfigError, ConfigIssue};
+
+/// The validated configuration everything else is built from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from (for reload and error messages).
+    pub source: PathBuf,
+    /// Public TLS listener.
+    pub listen: ListenConfig,
+    /// Admin listener address.
+    pub admin_addr: SocketAddr,
+    /// Data directory (dev certificate, later keys and state).
+    pub data_dir: PathBuf,
+    /// Logging.
+    pub log: LogConfig,
+    /// Protection of the proxy itself.
+    pub limits: Limits,
+    /// Forwarding behaviour.
+    pub proxy: ProxyConfig,
+    /// Security headers on answers.
+    pub response_headers: ResponseHeaders,
+    /// Upstream pools by name.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Routes in file order.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[listen]`, validated.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// TLS listener address.
+    pub addr: SocketAddr,
+    /// Origin users reach, without a trailing slash (e.g. `https://portal.example.org`).
+    pub public_url: String,
+    /// Where the server certificate comes from.
+    pub tls: TlsSource,
+    /// Client-certificate verification.
+    pub client_auth: ClientAuth,
+    /// Plain-HTTP redirect listener.
+    pub redirect_http: Option<SocketAddr>,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// Source of the server certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// PEM files configured by the operator.
+    Files {
+        /// Certificate chain.
+        cert: PathBuf,
+        /// Private key.
+        key: PathBuf,
+    },
+    /// A self-signed development certificate kept in the data directory.
+    DevCert,
+}
+
+/// Client-certificate (mTLS) policy of a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// No client certificates are requested.
+    None,
+    /// A certificate is requested and verified if sent; callers without one still connect.
+    Optional {
+        /// CA bundle client certificates must chain to.
+        ca: PathBuf,
+    },
+    /// Every connection must present a certificate that chains to the CA.
+    Required {
+        /// CA bundle client certificates must chain to.
+        ca: PathBuf,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`, validated.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// tracing filter directive.
+    pub level: String,
+}
+
+/// `[limits]`, validated.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Concurrent client connections; more are closed at accept.
+    pub max_connections: usize,
+    /// TLS handshake deadline.
+    pub handshake_timeout: Duration,
+    /// Deadline for a complete request head.
+    pub header_read_timeout: Duration,
+    /// Largest request head in bytes.
+    pub max_header_size: usize,
+    /// Idle keep-alive deadline.
+    pub keepalive_timeout: Duration,
+    /// HTTP/2 streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// Default body limit.
+    pub max_body: u64,
+    /// Drain deadline on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// `[proxy]`, validated.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Lower-case client header names removed besides `x-wardgate-*`.
+    pub strip_headers: Vec<http::HeaderName>,
+    /// Upstream connect deadline.
+    pub connect_timeout: Duration,
+    /// Deadline for the upstream's response head.
+    pub response_timeout: Duration,
+    /// Pooled idle upstream connection lifetime.
+    pub pool_idle_timeout: Duration,
+    /// WebSocket tunnel idle deadline.
+    pub websocket_idle_timeout: Duration,
+}
+
+/// `[response_headers]`, validated; `None` means the header is not added.
+#[derive(Debug, Clone)]
+pub struct ResponseHeaders {
+    /// `Strict-Transport-Security`.
+    pub hsts: Option<http::HeaderValue>,
+    /// `X-Content-Type-Options: nosniff`.
+    pub nosniff: bool,
+    /// `X-Frame-Options`.
+    pub frame_options: Option<http::HeaderValue>,
+    /// `Referrer-Policy`.
+    pub referrer_policy: Option<http::HeaderValue>,
+    /// Remove the backend's `Server` header.
+    pub hide_server: bool,
+}
+
+/// One upstream pool, validated.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Targets as `scheme://host:port` URIs.
+    pub targets: Vec<http::Uri>,
+    /// CA bundle for `https://` targets (absent: https targets are refused at load).
+    pub ca_file: Option<PathBuf>,
+    /// Active health check.
+    pub health_check: Option<HealthCheck>,
+    /// Passive ejection period after a connect failure.
+    pub eject_for: Duration,
+}
+
+/// Active health check of an upstream pool.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    /// Path requested with GET.
+    pub path: String,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Deadline per check.
+    pub timeout: Duration,
+}
+
+/// One route, validated.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Unique name.
+    pub name: String,
+    /// Host pattern.
+    pub host: HostPattern,
+    /// Path pattern.
+    pub path: PathPattern,
+    /// Allowed methods (`None`: all).
+    pub methods: Option<Vec<Method>>,
+    /// Upstream pool name (checked to exist).
+    pub upstream: String,
+    /// Skips authentication.
+    pub public: bool,
+    /// Serves patient data.
+    pub phi: bool,
+    /// Request body limit in bytes.
+    pub max_body: u64,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            issues: vec![ConfigIssue {
+                file: path.to_path_buf(),
+                line: 0,
+                field: "(file)".into(),
+                message: format!("cannot read config file: {err}"),
+            }],
+        })?;
+        let base_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Self::from_str(&text, path, &base_dir)
+    }
+
+    /// Validates config `text` as if read from `source`, resolving relative paths against
+    /// `base_dir`. Tests and `demo` use this to load text that is not on disk.
+    pub fn from_str(text: &str, source: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+        let parsed: file::FileConfig = toml::from_str(text).map_err(|err| ConfigError {
+            issues: vec![error::from_toml_error(source, text, &err)],
+        })?;
+        validate::validate(parsed, text, source, base_dir)
+    }
+}

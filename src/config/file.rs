@@ -1,0 +1,204 @@
+//! The config file exactly as written: serde structs mirroring the TOML one to one.
+//!
+//! Every struct denies unknown fields so a misspelt key is an error, not an ignored setting.
+//! Values that later checks must point at (paths, upstream names, patterns) are `Spanned` so the
+//! error can name their line. Defaults and cross-checks live in `validate.rs`, not here.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::units::{ByteSize, HumanDuration};
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[listen]`: the public TLS listener.
+    #[serde(default)]
+    pub listen: ListenFile,
+    /// `[admin]`: the admin listener.
+    #[serde(default)]
+    pub admin: AdminFile,
+    /// `[data]`: where keys and the development certificate live.
+    #[serde(default)]
+    pub data: DataFile,
+    /// `[log]`: log format and level.
+    #[serde(default)]
+    pub log: LogFile,
+    /// `[limits]`: protection of the proxy itself.
+    #[serde(default)]
+    pub limits: LimitsFile,
+    /// `[proxy]`: forwarding behaviour shared by all routes.
+    #[serde(default)]
+    pub proxy: ProxyFile,
+    /// `[response_headers]`: security headers added to every answer.
+    #[serde(default)]
+    pub response_headers: ResponseHeadersFile,
+    /// `[upstreams.NAME]`: backend pools.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Spanned<UpstreamFile>>,
+    /// `[[routes]]`: the route table.
+    #[serde(default)]
+    pub routes: Vec<Spanned<RouteFile>>,
+}
+
+/// `[listen]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenFile {
+    /// Socket address of the TLS listener.
+    pub addr: Option<Spanned<String>>,
+    /// The origin users reach (used for redirects), default `https://` + addr.
+    pub public_url: Option<Spanned<String>>,
+    /// Certificate and key; absent means a generated development certificate.
+    pub tls: Option<Spanned<TlsFile>>,
+    /// CA bundle that client certificates must chain to.
+    pub client_ca: Option<Spanned<String>>,
+    /// `none`, `optional` or `required`.
+    pub client_auth: Option<Spanned<String>>,
+    /// Plain-HTTP listener that only redirects to HTTPS.
+    pub redirect_http: Option<Spanned<String>>,
+    /// Peers whose `X-Forwarded-*` headers are believed (CIDR list).
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+}
+
+/// `tls = { cert, key }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// PEM certificate chain.
+    pub cert: Spanned<String>,
+    /// PEM private key.
+    pub key: Spanned<String>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// Socket address of the admin listener.
+    pub addr: Option<Spanned<String>>,
+}
+
+/// `[data]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataFile {
+    /// Data directory, default `data/` beside the config.
+    pub dir: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    /// `text` or `json`.
+    pub format: Option<Spanned<String>>,
+    /// A tracing filter such as `info` or `wardgate=debug`.
+    pub level: Option<String>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Concurrent client connections.
+    pub max_connections: Option<usize>,
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Option<HumanDuration>,
+    /// Time allowed to send a complete request head (slowloris defence).
+    pub header_read_timeout: Option<HumanDuration>,
+    /// Largest accepted request head.
+    pub max_header_size: Option<ByteSize>,
+    /// Idle keep-alive connections are closed after this long.
+    pub keepalive_timeout: Option<HumanDuration>,
+    /// HTTP/2 concurrent streams per connection.
+    pub h2_max_concurrent_streams: Option<u32>,
+    /// Default request body limit for routes without `max_body`.
+    pub max_body: Option<ByteSize>,
+    /// How long in-flight requests may finish after SIGTERM.
+    pub shutdown_grace: Option<HumanDuration>,
+}
+
+/// `[proxy]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyFile {
+    /// Client headers removed besides `X-Wardgate-*`.
+    pub strip_headers: Option<Vec<Spanned<String>>>,
+    /// Upstream TCP (+TLS) connect timeout.
+    pub connect_timeout: Option<HumanDuration>,
+    /// Time from sending the request to the upstream's response head.
+    pub response_timeout: Option<HumanDuration>,
+    /// Pooled idle upstream connections are closed after this long.
+    pub pool_idle_timeout: Option<HumanDuration>,
+    /// A WebSocket tunnel with no traffic either way is closed after this long.
+    pub websocket_idle_timeout: Option<HumanDuration>,
+}
+
+/// `[response_headers]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseHeadersFile {
+    /// `Strict-Transport-Security` value; `""` disables it.
+    pub hsts: Option<String>,
+    /// Add `X-Content-Type-Options: nosniff`.
+    pub nosniff: Option<bool>,
+    /// `X-Frame-Options` value; `""` disables it.
+    pub frame_options: Option<String>,
+    /// `Referrer-Policy` value; `""` disables it.
+    pub referrer_policy: Option<String>,
+    /// Remove the backend's `Server` header.
+    pub hide_server: Option<bool>,
+}
+
+/// `[upstreams.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    /// `http://host:port` or `https://host:port` targets.
+    pub targets: Vec<Spanned<String>>,
+    /// CA bundle that `https://` targets must chain to.
+    pub ca_file: Option<Spanned<String>>,
+    /// Active health check.
+    pub health_check: Option<HealthCheckFile>,
+    /// How long a target that failed to connect is skipped.
+    pub eject_for: Option<HumanDuration>,
+}
+
+/// `health_check = { path, interval, timeout }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckFile {
+    /// Path requested with GET; any 2xx/3xx is healthy.
+    pub path: Spanned<String>,
+    /// Time between checks.
+    pub interval: Option<HumanDuration>,
+    /// Time allowed per check.
+    pub timeout: Option<HumanDuration>,
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// Unique name used in logs, metrics and audit.
+    pub name: Spanned<String>,
+    /// Exact host or `*.example.org`; absent matches any host.
+    pub host: Option<Spanned<String>>,
+    /// Path pattern with `{param}` and a trailing `**`.
+    pub path: Spanned<String>,
+    /// Allowed methods; absent takes every method.
+    pub methods: Option<Vec<Spanned<String>>>,
+    /// Name of an `[upstreams.NAME]` pool.
+    pub upstream: Spanned<String>,
+    /// `true` skips authentication; default protected.
+    #[serde(default)]
+    pub public: bool,
+    /// The route serves patient data.
+    pub phi: Option<Spanned<bool>>,
+    /// Request body limit for this route.
+    pub max_body: Option<ByteSize>,
+}

@@ -1,0 +1,75 @@
+//! The request pipeline, stage by stage, as plain function calls.
+//!
+//! ```text
+//! client ──TLS(rustls)──▶ accept ─▶ normalize ─▶ route ─▶ authenticate ─▶ authorize ─▶ audit ─▶ forward ──▶ backend
+//!                                     │            │          │               │            │         │
+//!                                  400 on      404/deny   401 / login      403 +       503 if     502/504 +
+//!                                 ambiguous    unknown    redirect        reason     audit down  audit record
+//! ```
+//! `accept` lives in `server/`; [`handle`] is called once per request with the connection's
+//! facts and runs the rest top to bottom. Any stage may end the request with a [`GateError`];
+//! [`respond`] turns that into the client's answer. The audit stage arrives with the audit
+//! issue: until then no PHI route can be reached (PHI routes cannot be public and protected
+//! routes are refused at authenticate), so no PHI access goes unrecorded.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::app::App;
+use crate::body::Body;
+use crate::{authn, authz, proxy, telemetry};
+
+pub mod context;
+pub mod error;
+pub mod normalize;
+pub mod respond;
+pub mod route;
+pub mod target;
+
+use context::{ConnInfo, RequestCtx};
+use error::GateError;
+use target::RequestTarget;
+
+/// Handles one request; never fails (every error becomes an answer).
+pub async fn handle(
+    app: Arc<App>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let mut ctx = RequestCtx::new(conn);
+    let method = req.method().clone();
+    let raw_path = req.uri().path().to_string();
+    let (mut response, error) = match pipeline(&app, &mut ctx, req).await {
+        Ok(response) => (response, None),
+        Err(error) => (respond::error_response(&ctx, &error), Some(error)),
+    };
+    respond::finish(&mut response, &ctx, &app.config.response_headers);
+    telemetry::request_done(&ctx, &method, &raw_path, response.status(), error.as_ref());
+    Ok(response)
+}
+
+/// Stages 2–7 in diagram order.
+async fn pipeline(
+    app: &App,
+    ctx: &mut RequestCtx,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, GateError> {
+    // 2. normalize: one canonical host + path, or 400.
+    let target = RequestTarget::from_request(&req)?;
+    // 3. route: most specific route, or 404 (default deny).
+    let matched = app
+        .routes
+        .lookup(&target.host, &target.path, req.method())
+        .ok_or(GateError::NoRoute)?;
+    ctx.route = Some(Arc::clone(&matched.route));
+    // 4. authenticate: who is calling, or 401.
+    let caller = authn::authenticate(&matched.route)?;
+    // 5. authorize: a Permit, or a refusal.
+    let permit = authz::authorize(&matched, caller)?;
+    // 6. audit: arrives with the audit issue (no PHI route is reachable before then).
+    // 7. forward: stream to the upstream and back.
+    proxy::forward(app, ctx, &permit, &target, req).await
+}

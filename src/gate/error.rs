@@ -1,0 +1,126 @@
+//! Every reason a request does not reach the backend, and the one place each maps to a status.
+//!
+//! The exhaustive `match` in [`GateError::status`] (no `_ =>`) means a new denial reason cannot
+//! compile until someone decides its status; the table test below pins each mapping.
+
+use http::StatusCode;
+
+use super::normalize::PathError;
+
+/// Who caused a failure; metrics and logs use the same label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The client sent something we refuse (4xx).
+    Client,
+    /// The backend failed (502/504).
+    Upstream,
+    /// Wardgate itself failed (500/503).
+    Internal,
+}
+
+/// Why the gate answered instead of the backend.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// The request is malformed (missing or conflicting Host, bad target form).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The path could be read two ways.
+    #[error("ambiguous path: {0}")]
+    AmbiguousPath(#[from] PathError),
+    /// No route matches host, path and method (default deny).
+    #[error("no route")]
+    NoRoute,
+    /// A protected route was requested without valid credentials.
+    #[error("authentication required")]
+    Unauthenticated,
+    /// The request body exceeds the route's `max_body`.
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// The upstream could not be reached.
+    #[error("upstream unreachable: {0}")]
+    UpstreamUnreachable(String),
+    /// The upstream did not answer in time.
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    /// The upstream broke the exchange after it began.
+    #[error("upstream failed: {0}")]
+    UpstreamFailed(String),
+    /// A bug or resource problem inside Wardgate.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+// === impl GateError ===
+
+impl GateError {
+    /// The HTTP status answered to the client.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GateError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GateError::AmbiguousPath(_) => StatusCode::BAD_REQUEST,
+            GateError::NoRoute => StatusCode::NOT_FOUND,
+            GateError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            GateError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GateError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
+            GateError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GateError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
+            GateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Who caused it.
+    pub fn blame(&self) -> Blame {
+        match self.status().as_u16() {
+            500 | 503 => Blame::Internal,
+            502 | 504 => Blame::Upstream,
+            _ => Blame::Client,
+        }
+    }
+
+    /// The fixed error code in the client-visible JSON body (never the detailed cause).
+    pub fn code(&self) -> &'static str {
+        match self.status().as_u16() {
+            400 => "bad_request",
+            401 => "unauthorized",
+            403 => "forbidden",
+            404 => "not_found",
+            413 => "payload_too_large",
+            502 => "bad_gateway",
+            504 => "gateway_timeout",
+            _ => "internal_error",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_its_status_and_blame() {
+        let table: Vec<(GateError, u16, Blame)> = vec![
+            (GateError::BadRequest("x"), 400, Blame::Client),
+            (
+                GateError::AmbiguousPath(PathError::EncodedSlash),
+                400,
+                Blame::Client,
+            ),
+            (GateError::NoRoute, 404, Blame::Client),
+            (GateError::Unauthenticated, 401, Blame::Client),
+            (GateError::BodyTooLarge, 413, Blame::Client),
+            (
+                GateError::UpstreamUnreachable("x".into()),
+                502,
+                Blame::Upstream,
+            ),
+            (GateError::UpstreamTimeout, 504, Blame::Upstream),
+            (GateError::UpstreamFailed("x".into()), 502, Blame::Upstream),
+            (GateError::Internal("x".into()), 500, Blame::Internal),
+        ];
+        for (error, status, blame) in table {
+            assert_eq!(error.status().as_u16(), status, "{error}");
+            assert_eq!(error.blame(), blame, "{error}");
+            assert!(!error.code().is_empty());
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! Stage 3, route: the compiled route table (host + path pattern + method) → [`RouteMatch`].
+//!
+//! Precedence is "most specific wins", decided once at load by sorting, so lookup is a plain
+//! first-match scan: exact host before `*.suffix` before any host; then, segment by segment,
+//! a literal before a `{param}` before the end of the pattern before `**`; then a route that
+//! lists methods before one that takes all; then file order. Anything unmatched is a 404 and
+//! the backend is never contacted (default deny).
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use http::Method;
+
+use crate::config::RouteConfig;
+
+/// Host part of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// No `host` key: any host.
+    Any,
+    /// `portal.example.org` (stored lower-case).
+    Exact(String),
+    /// `*.example.org`, stored as `.example.org`: one or more labels before the suffix.
+    Suffix(String),
+}
+
+/// Path part of a route: `/patients/{patient_id}/**`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+    Rest,
+}
+
+/// A matched route with the captured path parameters.
+#[derive(Debug, Clone)]
+pub struct RouteMatch {
+    /// The route's configuration.
+    pub route: Arc<RouteConfig>,
+    /// `{name}` captures, in pattern order.
+    pub params: Vec<(String, String)>,
+}
+
+/// All routes, most specific first.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Arc<RouteConfig>>,
+}
+
+// === impl HostPattern ===
+
+impl HostPattern {
+    /// Parses `example.org` or `*.example.org`.
+    pub fn parse(text: &str) -> Result<HostPattern, String> {
+        let lower = text.to_ascii_lowercase();
+        let (wildcard, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, lower.as_str()),
+        };
+        let valid = !name.is_empty()
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !valid {
+            return Err(format!(
+                "`{text}` must be a host name like portal.example.org or *.example.org (no port)"
+            ));
+        }
+        Ok(if wildcard {
+            HostPattern::Suffix(format!(".{name}"))
+        } else {
+            HostPattern::Exact(name.to_string())
+        })
+    }
+
+    /// `host` must already be lower-case and without port.
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Any => true,
+            HostPattern::Exact(name) => host == name,
+            HostPattern::Suffix(suffix) => {
+                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+            }
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            HostPattern::Exact(_) => 2,
+            HostPattern::Suffix(_) => 1,
+            HostPattern::Any => 0,
+        }
+    }
+}
+
+// === impl PathPattern ===
+
+impl PathPattern {
+    /// The pattern `/`.
+    pub fn root() -> PathPattern {
+        PathPattern {
+            segments: Vec::new(),
+        }
+    }
+
+    /// Parses `/a/{param}/**`. Literal segments must already be canonical (see normalize).
+    pub fn parse(text: &str) -> Result<PathPattern, String> {
+        let body = text
+            .strip_prefix('/')
+            .ok_or_else(|| format!("path `{text}` must start with /"))?;
+        let mut segments = Vec::new();
+        if body.is_empty() {
+            return Ok(PathPattern { segments });
+        }
+        let parts: Vec<&str> = body.split('/').collect();
+        for (index, part) in parts.iter().enumerate() {
+            let last = index + 1 == parts.len();
+            let segment = if *part == "**" {
+                if !last {
+                    return Err(format!(
+                        "path `{text}`: ** is only allowed as the last segment"
+                    ));
+                }
+                Segment::Rest
+            } else if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                let valid = name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    return Err(format!(
+                        "path `{text}`: `{{{name}}}` is not a valid parameter name"
+                    ));
+                }
+                if segments
+                    .iter()
+                    .any(|s| *s == Segment::Param(name.to_string()))
+                {
+                    return Err(format!("path `{text}`: parameter `{name}` appears twice"));
+                }
+                Segment::Param(name.to_string())
+            } else {
+                if part.is_empty() && !last {
+                    return Err(format!("path `{text}` has an empty segment (//)"));
+                }
+                match super::normalize::normalize(&format!("/{part}")) {
+                    Ok(canonical) if canonical == format!("/{part}") && !part.contains(['*', '{', '}']) => {}
+                    _ => return Err(format!("path `{text}`: segment `{part}` is not canonical (no ., .., ;, %2F, *, braces)")),
+                }
+                Segment::Literal((*part).to_string())
+            };
+            segments.push(segment);
+        }
+        Ok(PathPattern { segments })
+    }
+
+    /// Matches a canonical path, capturing parameters into `params`.
+    fn matches(&self, path: &str, params: &mut Vec<(String, String)>) -> bool {
+        let body = &path[1..];
+        let mut parts = if body.is_empty() {
+            None
+        } else {
+            Some(body.split('/'))
+        };
+        for segment in &self.segments {
+            if *segment == Segment::Rest {
+                return true;
+            }
+            let Some(part) = parts.as_mut().and_then(|p| p.next()) else {
+                return false;
+            };
+            match segment {
+                Segment::Literal(literal) if literal == part => {}
+                Segment::Param(name) if !part.is_empty() => {
+                    params.push((name.clone(), part.to_string()))
+                }
+                _ => return false,
+            }
+        }
+        parts.is_none_or(|mut rest| rest.next().is_none())
+    }
+
+    fn rank_at(&self, index: usize) -> u8 {
+        match self.segments.get(index) {
+            Some(Segment::Literal(_)) => 3,
+            Some(Segment::Param(_)) => 2,
+            None => 1,
+            Some(Segment::Rest) => 0,
+        }
+    }
+
+    /// Orders more specific patterns first.
+    fn specificity(&self, other: &PathPattern) -> Ordering {
+        let longest = self.segments.len().max(other.segments.len());
+        for index in 0..=longest {
+            let order = other.rank_at(index).cmp(&self.rank_at(index));
+            if order != Ordering::Equal {
+                return order;
+            }
+        }
+        Ordering::Equal
+    }
+}
+
+// === impl RouteTable ===
+
+impl RouteTable {
+    /// Compiles routes into precedence order (stable: equal specificity keeps file order).
+    pub fn new(routes: &[RouteConfig]) -> RouteTable {
+        let mut routes: Vec<Arc<RouteConfig>> = routes.iter().cloned().map(Arc::new).collect();
+        routes.sort_by(|a, b| {
+            b.host
+                .rank()
+                .cmp(&a.host.rank())
+                .then_with(|| a.path.specificity(&b.path))
+                .then_with(|| b.methods.is_some().cmp(&a.methods.is_some()))
+        });
+        RouteTable { routes }
+    }
+
+    /// The most specific route for a lower-case `host` (no port), canonical `path` and method.
+    pub fn lookup(&self, host: &str, path: &str, method: &Method) -> Option<RouteMatch> {
+        let mut params = Vec::new();
+        for route in &self.routes {
+            params.clear();
+            let method_ok = route.methods.as_ref().is_none_or(|m| m.contains(method));
+            if method_ok && route.host.matches(host) && route.path.matches(path, &mut params) {
+                return Some(RouteMatch {
+                    route: Arc::clone(route),
+                    params,
+                });
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, host: Option<&str>, path: &str, methods: Option<&[&str]>) -> RouteConfig {
+        RouteConfig {
+            name: name.into(),
+            host: host.map_or(HostPattern::Any, |h| HostPattern::parse(h).expect("host")),
+            path: PathPattern::parse(path).expect("path"),
+            methods: methods.map(|m| {
+                m.iter()
+                    .map(|m| Method::from_bytes(m.as_bytes()).expect("m"))
+                    .collect()
+            }),
+            upstream: "u".into(),
+            public: true,
+            phi: false,
+            max_body: 0,
+        }
+    }
+
+    fn name_of(table: &RouteTable, host: &str, path: &str, method: Method) -> Option<String> {
+        table
+            .lookup(host, path, &method)
+            .map(|m| m.route.name.clone())
+    }
+
+    #[test]
+    fn most_specific_route_wins_regardless_of_file_order() {
+        let table = RouteTable::new(&[
+            route("catch-all", None, "/**", None),
+            route("patients", None, "/patients/{id}/**", None),
+            route("patient-notes", None, "/patients/{id}/notes", None),
+            route("patients-me", None, "/patients/me/**", None),
+            route("portal", Some("portal.example.org"), "/**", None),
+            route("wild", Some("*.example.org"), "/**", None),
+            route("post-only", None, "/patients/{id}/upload", Some(&["POST"])),
+        ]);
+        assert_eq!(
+            name_of(&table, "x.org", "/", Method::GET).as_deref(),
+            Some("catch-all")
+        );
+        assert_eq!(
+            name_of(&table, "x.org", "/patients/7/a", Method::GET).as_deref(),
+            Some("patients")
+        );
+        assert_eq!(
+            name_of(&table, "x.org", "/patients/7/notes", Method::GET).as_deref(),
+            Some("patient-notes")
+        );
+        assert_eq!(
+            name_of(&table, "x.org", "/patients/me/x", Method::GET).as_deref(),
+            Some("patients-me")
+        );
+        assert_eq!(
+            name_of(&table, "portal.example.org", "/patients/7", Method::GET).as_deref(),
+            Some("portal")
+        );
+        assert_eq!(
+            name_of(&table, "a.b.example.org", "/", Method::GET).as_deref(),
+            Some("wild")
+        );
+        assert_eq!(
+            name_of(&table, "example.org", "/", Method::GET).as_deref(),
+            Some("catch-all")
+        );
+        assert_eq!(
+            name_of(&table, "x.org", "/patients/7/upload", Method::POST).as_deref(),
+            Some("post-only")
+        );
+        assert_eq!(
+            name_of(&table, "x.org", "/patients/7/upload", Method::GET).as_deref(),
+            Some("patients")
+        );
+    }
+
+    #[test]
+    fn params_are_captured_and_segments_must_match_exactly() {
+        let table = RouteTable::new(&[route(
+            "p",
+            None,
+            "/api/patients/{patient_id}/records",
+            Some(&["GET"]),
+        )]);
+        let hit = table
+            .lookup("h", "/api/patients/42/records", &Method::GET)
+            .expect("match");
+        assert_eq!(
+            hit.params,
+            vec![("patient_id".to_string(), "42".to_string())]
+        );
+        for miss in [
+            "/api/patients/42/records/",
+            "/api/patients//records",
+            "/api/patients/42",
+            "/API/patients/42/records",
+        ] {
+            assert!(table.lookup("h", miss, &Method::GET).is_none(), "{miss}");
+        }
+        assert!(table
+            .lookup("h", "/api/patients/42/records", &Method::DELETE)
+            .is_none());
+    }
+
+    #[test]
+    fn double_star_matches_zero_or_more_segments() {
+        let table = RouteTable::new(&[route("a", None, "/a/**", None)]);
+        for hit in ["/a", "/a/", "/a/b", "/a/b/c/"] {
+            assert!(table.lookup("h", hit, &Method::GET).is_some(), "{hit}");
+        }
+        assert!(table.lookup("h", "/ab", &Method::GET).is_none());
+        assert!(table.lookup("h", "/", &Method::GET).is_none());
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        for bad in [
+            "a", "/a/**/b", "/{1x}", "/{a}/{a}", "/a/../b", "/a;b", "/a%2fb", "/a//b", "/a*",
+        ] {
+            assert!(PathPattern::parse(bad).is_err(), "{bad}");
+        }
+        for bad in ["", "*.", "a:80", "*", "a_b.org", "*.*.org"] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

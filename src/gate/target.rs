@@ -1,0 +1,119 @@
+//! The request target as Wardgate reads it: one host and one canonical path.
+//!
+//! HTTP/1.1 carries the host in `Host` (and sometimes an absolute-form target), HTTP/2 in
+//! `:authority` (and sometimes a `Host` header too). When two of these disagree the request is
+//! ambiguous and refused, so policy never matches one host while the backend serves another.
+
+use http::header::HOST;
+use http::Request;
+
+use super::error::GateError;
+use super::normalize::normalize;
+
+/// Host and canonical path of one request.
+#[derive(Debug, Clone)]
+pub struct RequestTarget {
+    /// Host as sent, with port if any (forwarded as `Host` and `X-Forwarded-Host`).
+    pub authority: String,
+    /// Lower-case host without port, used for route matching.
+    pub host: String,
+    /// Canonical path (see `normalize`): matched and forwarded.
+    pub path: String,
+    /// Query string as sent, without `?`.
+    pub query: Option<String>,
+}
+
+impl RequestTarget {
+    /// Reads and checks the target of `req`.
+    pub fn from_request<B>(req: &Request<B>) -> Result<RequestTarget, GateError> {
+        let mut host_headers = req.headers().get_all(HOST).iter();
+        let header = host_headers.next();
+        if host_headers.next().is_some() {
+            return Err(GateError::BadRequest("duplicate Host header"));
+        }
+        let header = header
+            .map(|value| {
+                value
+                    .to_str()
+                    .map_err(|_| GateError::BadRequest("Host is not ASCII"))
+            })
+            .transpose()?;
+        let authority = match (req.uri().authority().map(|a| a.as_str()), header) {
+            (Some(uri), Some(header)) if !uri.eq_ignore_ascii_case(header) => {
+                return Err(GateError::BadRequest(
+                    "Host does not match the request target",
+                ))
+            }
+            (Some(uri), _) => uri,
+            (None, Some(header)) => header,
+            (None, None) => return Err(GateError::BadRequest("missing Host")),
+        };
+        if authority.contains('@') {
+            return Err(GateError::BadRequest("userinfo in authority"));
+        }
+        let host = host_without_port(authority)?;
+        let path = normalize(req.uri().path())?.into_owned();
+        Ok(RequestTarget {
+            authority: authority.to_string(),
+            host,
+            path,
+            query: req.uri().query().map(str::to_string),
+        })
+    }
+
+    /// Path and query as forwarded upstream.
+    pub fn path_and_query(&self) -> String {
+        match &self.query {
+            Some(query) => format!("{}?{}", self.path, query),
+            None => self.path.clone(),
+        }
+    }
+}
+
+fn host_without_port(authority: &str) -> Result<String, GateError> {
+    let host = if authority.starts_with('[') {
+        let end = authority
+            .find(']')
+            .ok_or(GateError::BadRequest("bad IPv6 host"))?;
+        &authority[..=end]
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    let valid = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':'));
+    if !valid {
+        return Err(GateError::BadRequest("invalid host"));
+    }
+    Ok(host.trim_end_matches('.').to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(uri: &str, hosts: &[&str]) -> Result<RequestTarget, GateError> {
+        let mut builder = Request::builder().uri(uri);
+        for host in hosts {
+            builder = builder.header(HOST, *host);
+        }
+        RequestTarget::from_request(&builder.body(()).expect("request"))
+    }
+
+    #[test]
+    fn host_comes_from_one_unambiguous_place() {
+        let ok = target("/a", &["Portal.Example.org:8443"]).expect("ok");
+        assert_eq!(
+            (ok.host.as_str(), ok.authority.as_str()),
+            ("portal.example.org", "Portal.Example.org:8443")
+        );
+        assert_eq!(target("https://a.org/x", &[]).expect("abs").host, "a.org");
+        assert_eq!(target("/a", &["[::1]:8443"]).expect("v6").host, "[::1]");
+        assert_eq!(target("/a", &["a.org."]).expect("dot").host, "a.org");
+        assert!(target("/a", &[]).is_err());
+        assert!(target("/a", &["a.org", "b.org"]).is_err());
+        assert!(target("https://a.org/x", &["b.org"]).is_err());
+        assert!(target("/a", &["a b"]).is_err());
+    }
+}

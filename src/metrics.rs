@@ -1,0 +1,47 @@
+//! Metric names and the Prometheus recorder behind `/metrics`.
+//!
+//! Names are defined here once so dashboards have one place to look:
+//! `wardgate_requests_total{route,status}`, `wardgate_request_duration_seconds{route}`,
+//! `wardgate_open_connections`, `wardgate_rejected_connections_total`,
+//! `wardgate_upstream_healthy{upstream,target}`, `wardgate_open_tunnels{route}`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use http::StatusCode;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global recorder once; later calls return the same handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("wardgate_request_duration_seconds".into()),
+                    &buckets,
+                )
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            match builder.install_recorder() {
+                Ok(handle) => handle,
+                Err(err) => {
+                    tracing::warn!(error = %err, "metrics recorder not installed");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            }
+        })
+        .clone()
+}
+
+/// Counts one finished request.
+pub fn request(route: &str, status: StatusCode, latency: Duration) {
+    let route = route.to_string();
+    metrics::counter!("wardgate_requests_total", "route" => route.clone(), "status" => status.as_str().to_string()).increment(1);
+    metrics::histogram!("wardgate_request_duration_seconds", "route" => route)
+        .record(latency.as_secs_f64());
+}

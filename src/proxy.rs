@@ -1,0 +1,144 @@
+//! Stage 7, forward: send a permitted request to its upstream and stream the answer back.
+//!
+//! Bodies stream both ways and are never buffered whole; the request body is cut at the
+//! route's `max_body` (413). A failed connection ejects the target and, for requests without
+//! a body and with a safe method, is retried once on the next target: nothing reached the
+//! backend, so the retry cannot repeat an action. Unreachable backend: 502; no response head
+//! within `response_timeout`: 504.
+
+use std::error::Error as _;
+
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::app::App;
+use crate::authz::Permit;
+use crate::body::{self, Body};
+use crate::gate::context::RequestCtx;
+use crate::gate::error::GateError;
+use crate::gate::target::RequestTarget;
+
+pub mod client;
+pub mod headers;
+pub mod health;
+pub mod upgrade;
+pub mod upstream;
+
+/// Forwards `req` under `permit`; the permit proves stages 2–5 allowed it.
+pub async fn forward(
+    app: &App,
+    ctx: &mut RequestCtx,
+    permit: &Permit,
+    target: &RequestTarget,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, GateError> {
+    let route = permit.route();
+    let pool = app
+        .pool(&route.upstream)
+        .ok_or_else(|| GateError::Internal(format!("route {} has no pool", route.name)))?;
+    if req.body().size_hint().lower() > route.max_body {
+        return Err(GateError::BodyTooLarge);
+    }
+    let upgrade = upgrade::is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, incoming) = req.into_parts();
+    headers::prepare_request(
+        &mut parts.headers,
+        ctx,
+        target,
+        &app.config.listen,
+        &app.config.proxy,
+        upgrade,
+    );
+    parts.version = http::Version::HTTP_11;
+    let bodyless = incoming.is_end_stream();
+    let retryable =
+        bodyless && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let mut body = Some(
+        Limited::new(
+            incoming,
+            usize::try_from(route.max_body).unwrap_or(usize::MAX),
+        )
+        .map_err(Into::into)
+        .boxed(),
+    );
+
+    let mut attempts = if retryable {
+        pool.targets.len().min(2)
+    } else {
+        1
+    };
+    loop {
+        attempts -= 1;
+        let chosen = pool
+            .pick()
+            .ok_or_else(|| GateError::UpstreamUnreachable("empty pool".into()))?;
+        ctx.upstream = Some(chosen.label.clone());
+        let uri: Uri = format!(
+            "{}{}",
+            chosen.base.to_string().trim_end_matches('/'),
+            target.path_and_query()
+        )
+        .parse()
+        .map_err(|_| GateError::BadRequest("target cannot be forwarded"))?;
+        let mut upstream_req =
+            Request::from_parts(parts.clone(), body.take().unwrap_or_else(body::empty));
+        *upstream_req.uri_mut() = uri;
+        let sent = tokio::time::timeout(
+            app.config.proxy.response_timeout,
+            pool.client.request(upstream_req),
+        )
+        .await;
+        let mut response = match sent {
+            Err(_) => return Err(GateError::UpstreamTimeout),
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) if err.is_connect() => {
+                pool.eject(chosen);
+                if attempts > 0 {
+                    continue;
+                }
+                return Err(GateError::UpstreamUnreachable(error_chain(&err)));
+            }
+            Ok(Err(err)) if caused_by_body_limit(&err) => return Err(GateError::BodyTooLarge),
+            Ok(Err(err)) => return Err(GateError::UpstreamFailed(error_chain(&err))),
+        };
+        pool.restore(chosen);
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        headers::remove_hop_by_hop(response.headers_mut(), switching && upgrade);
+        if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            let idle = app.config.proxy.websocket_idle_timeout;
+            tokio::spawn(upgrade::tunnel(
+                client_upgrade,
+                upstream_upgrade,
+                idle,
+                route.name.clone(),
+            ));
+        }
+        return Ok(response.map(|incoming| incoming.map_err(Into::into).boxed()));
+    }
+}
+
+fn caused_by_body_limit(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(current) = source {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
+}
+
+fn error_chain(err: &hyper_util::client::legacy::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(current) = source {
+        text.push_str(": ");
+        text.push_str(&current.to_string());
+        source = current.source();
+    }
+    text
+}

@@ -1,0 +1,149 @@
+//! Header hygiene between client and backend: always strip, then overwrite.
+//!
+//! Nothing the client sends may speak for Wardgate: client `X-Wardgate-*`, the configured
+//! identity headers, `Forwarded`/`X-Forwarded-*` (unless the peer is a trusted proxy) and URL
+//! override headers are removed before Wardgate writes its own values. Hop-by-hop headers,
+//! including any header the client names in `Connection`, never cross the proxy, so a client
+//! cannot make Wardgate drop a header it set (`Connection: X-Wardgate-User`).
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::{ListenConfig, ProxyConfig};
+use crate::gate::context::RequestCtx;
+use crate::gate::target::RequestTarget;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Headers some frameworks read as the "real" URL; a client could use them to reach a path
+/// that policy never saw.
+const URL_OVERRIDES: [&str; 4] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-original-uri",
+];
+
+const FORWARDING: [&str; 5] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
+
+/// Removes hop-by-hop headers (and those listed in `Connection`). When `keep_upgrade` is set
+/// the `Upgrade` handshake headers survive so WebSockets can pass.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Prepares the headers of a request about to be forwarded.
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    ctx: &RequestCtx,
+    target: &RequestTarget,
+    listen: &ListenConfig,
+    proxy: &ProxyConfig,
+    upgrade: bool,
+) {
+    remove_hop_by_hop(headers, upgrade);
+    let stripped: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-wardgate-"))
+        .cloned()
+        .collect();
+    for name in stripped {
+        tracing::debug!(header = %name, request_id = %ctx.request_id(), "stripped client-sent identity header");
+        headers.remove(&name);
+    }
+    for name in &proxy.strip_headers {
+        headers.remove(name);
+    }
+    for name in URL_OVERRIDES {
+        headers.remove(name);
+    }
+    let peer = ctx.conn.peer.ip();
+    let trusted = listen.trusted_proxies.iter().any(|net| net.contains(&peer));
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(chain) if trusted => format!("{chain}, {}", display_ip(peer)),
+        _ => display_ip(peer),
+    };
+    if !trusted {
+        for name in FORWARDING {
+            headers.remove(name);
+        }
+    }
+    let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    };
+    set(headers, "x-forwarded-for", &forwarded_for);
+    if !trusted || !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    }
+    if !trusted || !headers.contains_key("x-forwarded-host") {
+        set(headers, "x-forwarded-host", &target.authority);
+    }
+    set(headers, "host", &target.authority);
+    headers.insert("x-request-id", ctx.request_id.clone());
+    headers.insert("x-wardgate-request-id", ctx.request_id.clone());
+}
+
+fn display_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_listed_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, X-Secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut headers, false);
+        assert_eq!(
+            headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            vec!["x-kept"]
+        );
+    }
+}

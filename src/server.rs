@@ -1,0 +1,175 @@
+//! The running server: bind the listeners, serve until a signal, reload on SIGHUP, drain on
+//! SIGTERM/SIGINT.
+//!
+//! Listening sockets are bound once; reload swaps the compiled [`App`] and the TLS
+//! configuration behind `ArcSwap`s, so new connections and requests use the new ones while
+//! requests in flight finish on the old. A config that fails validation is refused and the old
+//! one keeps running.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{watch, Semaphore};
+
+use crate::app::App;
+use crate::config::Config;
+
+pub mod certs;
+pub mod listener;
+pub mod redirect;
+pub mod tls;
+
+/// State shared by all listeners and connections.
+pub struct Shared {
+    /// The live compiled configuration.
+    pub app: ArcSwap<App>,
+    /// The live TLS configuration.
+    pub tls: ArcSwap<ServerConfig>,
+    /// Connection cap; each open client connection holds one permit.
+    pub connections: Arc<Semaphore>,
+    /// False while draining (so `/readyz` says 503).
+    pub ready: AtomicBool,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Certificates could not be loaded.
+    #[error(transparent)]
+    Certs(#[from] certs::CertError),
+    /// Upstream clients could not be built.
+    #[error("{0}")]
+    App(String),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Serves `config` until SIGTERM/SIGINT. `source` is re-read on SIGHUP (none: reload disabled).
+pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), ServeError> {
+    let metrics = crate::metrics::install();
+    let tls = tls::server_config(&config)?;
+    let max_connections = config.limits.max_connections;
+    let grace = config.limits.shutdown_grace;
+    let (public_addr, admin_addr, redirect_addr) = (
+        config.listen.addr,
+        config.admin_addr,
+        config.listen.redirect_http,
+    );
+    let app = App::build(config).map_err(ServeError::App)?;
+    let shared = Arc::new(Shared {
+        app: ArcSwap::from_pointee(app),
+        tls: ArcSwap::new(tls),
+        connections: Arc::new(Semaphore::new(max_connections)),
+        ready: AtomicBool::new(true),
+    });
+
+    let public = bind(public_addr).await?;
+    let admin = bind(admin_addr).await?;
+    let redirect = match redirect_addr {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut line = format!(
+        "wardgate ready public=https://{} admin=http://{}",
+        local(&public),
+        local(&admin)
+    );
+    tokio::spawn(listener::run(public, Arc::clone(&shared), stop_rx.clone()));
+    tokio::spawn(crate::admin::run(
+        admin,
+        Arc::clone(&shared),
+        metrics,
+        stop_rx.clone(),
+    ));
+    if let Some(redirect) = redirect {
+        line.push_str(&format!(" redirect=http://{}", local(&redirect)));
+        tokio::spawn(redirect::run(
+            redirect,
+            Arc::clone(&shared),
+            stop_rx.clone(),
+        ));
+    }
+    println!("{line}");
+    tracing::info!("{line}");
+
+    let mut hangup = signal(SignalKind::hangup()).map_err(ServeError::Signal)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(ServeError::Signal)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => match &source {
+                Some(path) => reload(&shared, path),
+                None => tracing::warn!("SIGHUP ignored: this configuration was not loaded from a file"),
+            },
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: draining connections"
+    );
+    shared.ready.store(false, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    match tokio::time::timeout(grace, shared.connections.acquire_many(all)).await {
+        Ok(_) => tracing::info!("all connections drained"),
+        Err(_) => tracing::warn!("drain deadline reached; closing remaining connections"),
+    }
+    Ok(())
+}
+
+/// Validates the file aside, then swaps it in; on any error the running config stays.
+fn reload(shared: &Shared, path: &std::path::Path) {
+    let attempt = || -> Result<(), String> {
+        let config = Config::load(path).map_err(|err| err.to_string())?;
+        let current = shared.app.load();
+        if config.listen.addr != current.config.listen.addr
+            || config.admin_addr != current.config.admin_addr
+        {
+            tracing::warn!("listener addresses changed: they take effect after a restart");
+        }
+        let tls = tls::server_config(&config).map_err(|err| err.to_string())?;
+        let app = App::build(config)?;
+        shared.tls.store(tls);
+        shared.app.store(Arc::new(app));
+        Ok(())
+    };
+    match attempt() {
+        Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
+        Err(reason) => {
+            for line in reason.lines() {
+                tracing::error!(config = %path.display(), "reload refused, previous configuration kept: {line}");
+            }
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+fn local(listener: &TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|_| "?".into(), |a| a.to_string())
+}

@@ -1,0 +1,189 @@
+//! The public listener: accept, TLS handshake, then HTTP/1.1 or HTTP/2 into the gate.
+//!
+//! Each connection holds one permit of the connection cap (more are closed at accept), must
+//! finish its TLS handshake in time, and is served by hyper-util's auto builder with a
+//! header-read timeout (slowloris), a header size cap and HTTP/2 stream limits. A small
+//! per-connection watchdog closes keep-alive connections that have been idle too long and
+//! starts a graceful close when the server shuts down.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use super::{tls, Shared};
+use crate::config::Limits;
+use crate::gate::{self, context::ConnInfo};
+
+/// Accepts connections until shutdown is signalled.
+pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let Ok(permit) = Arc::clone(&shared.connections).try_acquire_owned() else {
+            metrics::counter!("wardgate_rejected_connections_total").increment(1);
+            tracing::warn!(%peer, "connection limit reached; connection closed");
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            metrics::gauge!("wardgate_open_connections").increment(1.0);
+            serve(stream, peer, shared, shutdown).await;
+            metrics::gauge!("wardgate_open_connections").decrement(1.0);
+            drop(permit);
+        });
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limits = shared.app.load().config.limits.clone();
+    let _ = stream.set_nodelay(true);
+    let acceptor = TlsAcceptor::from(shared.tls.load_full());
+    let tls_stream =
+        match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls_stream)) => tls_stream,
+            Ok(Err(err)) => {
+                tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+    let client_identity = tls_stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(tls::client_identity)
+        .map(Arc::new);
+    let conn = Arc::new(ConnInfo {
+        peer,
+        client_identity,
+    });
+    let activity = Arc::new(Activity::new());
+    let service = {
+        let activity = Arc::clone(&activity);
+        service_fn(move |req| {
+            let app = shared.app.load_full();
+            let conn = Arc::clone(&conn);
+            let activity = Arc::clone(&activity);
+            activity.begin();
+            async move {
+                let response = gate::handle(app, conn, req).await;
+                activity.end();
+                response
+            }
+        })
+    };
+    let builder = http_builder(&limits);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+    tokio::pin!(connection);
+    let mut watchdog = tokio::time::interval(Duration::from_secs(1).min(limits.keepalive_timeout));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(%peer, error = %err, "connection ended with error");
+                }
+                break;
+            }
+            _ = shutdown.changed(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = watchdog.tick(), if !closing => {
+                if activity.idle_for() >= limits.keepalive_timeout {
+                    tracing::debug!(%peer, "closing idle keep-alive connection");
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
+
+/// hyper-util builder with the proxy's own protections applied.
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_size.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(Some(64))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// Requests in flight on a connection and when the last one ended.
+struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            started: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn end(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.last_ms.load(Ordering::Relaxed)),
+        )
+    }
+}

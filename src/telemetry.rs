@@ -1,0 +1,55 @@
+//! Logging: the tracing subscriber and the one line written per request.
+//!
+//! The request line carries request id, route, status, latency and upstream so an operator can
+//! follow one request across Wardgate and the backend by its id. Credentials never appear:
+//! headers are not logged here at all.
+
+use http::{Method, StatusCode};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+use crate::gate::context::RequestCtx;
+use crate::gate::error::{Blame, GateError};
+
+/// Installs the global subscriber (stderr). `RUST_LOG` overrides the configured level.
+pub fn init(log: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    if let Err(err) = result {
+        eprintln!("wardgate: logging already initialised: {err}");
+    }
+}
+
+/// Writes the request log line and updates request metrics.
+pub fn request_done(
+    ctx: &RequestCtx,
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    error: Option<&GateError>,
+) {
+    let latency = ctx.started.elapsed();
+    let route = ctx.route.as_ref().map_or("-", |r| r.name.as_str());
+    let upstream = ctx.upstream.as_deref().unwrap_or("-");
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    match error {
+        None => {
+            tracing::info!(request_id = ctx.request_id(), %method, path, route, status = status.as_u16(), latency_ms, upstream, peer = %ctx.conn.peer, "request")
+        }
+        Some(error) => {
+            let blame = match error.blame() {
+                Blame::Client => "client",
+                Blame::Upstream => "upstream",
+                Blame::Internal => "internal",
+            };
+            tracing::info!(request_id = ctx.request_id(), %method, path, route, status = status.as_u16(), latency_ms, upstream, peer = %ctx.conn.peer, blame, reason = %error, "request refused");
+        }
+    }
+    crate::metrics::request(route, status, latency);
+}
