@@ -90,10 +90,7 @@ fn websocket_echo(req: &mut Request<Incoming>) -> Response<Body> {
         let mut socket =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         while let Some(Ok(message)) = socket.next().await {
-            if message.is_close() {
-                let _ = socket.close(None).await;
-                break;
-            }
+            // A Close is answered by tungstenite itself on the next poll, which then ends the stream.
             if (message.is_text() || message.is_binary()) && socket.send(message).await.is_err() {
                 break;
             }

@@ -38,9 +38,14 @@ pub fn request_done(
     let route = ctx.route.as_ref().map_or("-", |r| r.name.as_str());
     let upstream = ctx.upstream.as_deref().unwrap_or("-");
     let latency_ms = latency.as_secs_f64() * 1000.0;
+    let client_cert = ctx
+        .conn
+        .client_identity
+        .as_ref()
+        .map_or("-", |id| id.subject.as_str());
     match error {
         None => {
-            tracing::info!(request_id = ctx.request_id(), %method, path, route, status = status.as_u16(), latency_ms, upstream, peer = %ctx.conn.peer, "request")
+            tracing::info!(request_id = ctx.request_id(), %method, path, route, status = status.as_u16(), latency_ms, upstream, peer = %ctx.conn.peer, client_cert, "request")
         }
         Some(error) => {
             let blame = match error.blame() {
@@ -48,7 +53,7 @@ pub fn request_done(
                 Blame::Upstream => "upstream",
                 Blame::Internal => "internal",
             };
-            tracing::info!(request_id = ctx.request_id(), %method, path, route, status = status.as_u16(), latency_ms, upstream, peer = %ctx.conn.peer, blame, reason = %error, "request refused");
+            tracing::info!(request_id = ctx.request_id(), %method, path, route, status = status.as_u16(), latency_ms, upstream, peer = %ctx.conn.peer, client_cert, blame, reason = %error, "request refused");
         }
     }
     crate::metrics::request(route, status, latency);

@@ -46,6 +46,7 @@ const FORWARDING: [&str; 5] = [
 /// Removes hop-by-hop headers (and those listed in `Connection`). When `keep_upgrade` is set
 /// the `Upgrade` handshake headers survive so WebSockets can pass.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let upgrade = headers.get(header::UPGRADE).cloned();
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -56,10 +57,14 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for name in listed.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
+    match upgrade {
+        Some(protocol) if keep_upgrade => {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, protocol);
+        }
+        _ => {
+            headers.remove(header::UPGRADE);
+        }
     }
 }
 

@@ -49,11 +49,11 @@ pub async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, idle: Duration, rout
         tokio::select! {
             read = client_read.read(&mut client_buf), if client_open => match read {
                 Ok(0) | Err(_) => { client_open = false; let _ = upstream_write.shutdown().await; }
-                Ok(n) => if upstream_write.write_all(&client_buf[..n]).await.is_err() { break "upstream write failed" },
+                Ok(n) => if relay(&mut upstream_write, &client_buf[..n]).await.is_err() { break "upstream write failed" },
             },
             read = upstream_read.read(&mut upstream_buf), if upstream_open => match read {
                 Ok(0) | Err(_) => { upstream_open = false; let _ = client_write.shutdown().await; }
-                Ok(n) => if client_write.write_all(&upstream_buf[..n]).await.is_err() { break "client write failed" },
+                Ok(n) => if relay(&mut client_write, &upstream_buf[..n]).await.is_err() { break "client write failed" },
             },
             () = sleep_until(deadline) => break "idle timeout",
         }
@@ -63,4 +63,13 @@ pub async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, idle: Duration, rout
     let _ = upstream_write.shutdown().await;
     metrics::gauge!("wardgate_open_tunnels", "route" => route.clone()).decrement(1.0);
     tracing::info!(%route, reason, "tunnel closed");
+}
+
+/// Writes and flushes, so a frame is not left in a TLS buffer while the tunnel waits.
+async fn relay<W: tokio::io::AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await
 }

@@ -35,12 +35,11 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
                     .to_string();
                 async move {
                     let location = format!("{origin}{path}");
-                    let response = Response::builder()
+                    Response::builder()
                         .status(StatusCode::PERMANENT_REDIRECT)
                         .header(header::LOCATION, location)
                         .header(header::CONNECTION, "close")
-                        .body(body::empty());
-                    Ok::<_, http::Error>(response?)
+                        .body(body::empty())
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new()

@@ -1,0 +1,23 @@
+//! End-to-end tests of the hot path: a real `wardgate` process with real TLS in front of a
+//! real hyper backend, driven by real clients. One test binary (one link) for all suites.
+
+mod support;
+
+#[path = "proxy/admin.rs"]
+mod admin;
+#[path = "proxy/config_errors.rs"]
+mod config_errors;
+#[path = "proxy/default_deny.rs"]
+mod default_deny;
+#[path = "proxy/forwarding.rs"]
+mod forwarding;
+#[path = "proxy/lifecycle.rs"]
+mod lifecycle;
+#[path = "proxy/normalization.rs"]
+mod normalization;
+#[path = "proxy/tls.rs"]
+mod tls;
+#[path = "proxy/upstream_errors.rs"]
+mod upstream_errors;
+#[path = "proxy/websocket.rs"]
+mod websocket;

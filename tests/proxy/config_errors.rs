@@ -1,0 +1,155 @@
+//! `config check` and `serve` report every config error as FILE:LINE: FIELD: message, exit 2,
+//! and never start half-configured.
+
+use crate::support::run_cli;
+
+fn check(toml: &str) -> (i32, String, String, std::path::PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, toml).expect("write");
+    let (code, out, err) = run_cli(
+        &["config", "check", path.to_str().expect("path")],
+        dir.path(),
+    );
+    (code, out, err, path, dir)
+}
+
+const VALID: &str = r#"
+[listen]
+addr = "127.0.0.1:8443"
+
+[upstreams.ehr]
+targets = ["http://127.0.0.1:9000"]
+
+[[routes]]
+name = "records"
+path = "/patients/{patient_id}/**"
+upstream = "ehr"
+phi = true
+"#;
+
+#[test]
+fn valid_config_passes() {
+    let (code, out, err, _, _dir) = check(VALID);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok (1 routes, 1 upstreams)"), "{out}");
+}
+
+#[test]
+fn the_shipped_default_config_passes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (code, _, err) = run_cli(&["config", "check", "config/wardgate.toml"], root);
+    assert_eq!(code, 0, "{err}");
+    for example in std::fs::read_dir(root.join("config/examples")).expect("examples") {
+        let path = example.expect("entry").path();
+        // Examples name certificate files of a real deployment; everything else must be valid.
+        let (_, _, err) = run_cli(&["config", "check", path.to_str().expect("path")], root);
+        for line in err.lines() {
+            assert!(
+                line.contains("` does not exist"),
+                "{}: {line}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn unknown_field_names_file_line_and_field() {
+    let (code, _, err, path, _dir) =
+        check(&VALID.replace("phi = true", "phi = true\nphi_level = 3"));
+    assert_eq!(code, 2);
+    let expected = format!(
+        "{}:13: routes[0].phi_level: unknown field `phi_level`",
+        path.display()
+    );
+    assert!(err.starts_with(&expected), "got: {err}");
+}
+
+#[test]
+fn bad_duration_names_its_line() {
+    let (code, _, err, path, _dir) = check(&format!(
+        "[proxy]\nconnect_timeout = \"5 minutes\"\n{VALID}"
+    ));
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with(&format!("{}:2: proxy.connect_timeout: ", path.display())),
+        "got: {err}"
+    );
+    assert!(err.contains("unknown unit"), "{err}");
+}
+
+#[test]
+fn every_validation_error_is_reported_at_once() {
+    let toml = format!(
+        "{}\n[[routes]]\nname = \"records\"\npath = \"/a/../b\"\nupstream = \"nope\"\nmethods = [\"G ET\"]\n",
+        VALID.replace("addr = \"127.0.0.1:8443\"", "addr = \"127.0.0.1:8443\"\ntls = { cert = \"missing.pem\", key = \"missing.key\" }")
+    );
+    let (code, _, err, path, _dir) = check(&toml);
+    assert_eq!(code, 2);
+    let file = path.display().to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    let expect = [
+        format!("{file}:4: listen.tls.cert: file `"),
+        format!("{file}:4: listen.tls.key: file `"),
+        format!("{file}:16: routes[1].name: route name `records` must be non-empty and unique"),
+        format!("{file}:17: routes[1].path: "),
+        format!("{file}:18: routes[1].upstream: unknown upstream `nope`"),
+        format!("{file}:19: routes[1].methods: "),
+    ];
+    for want in &expect {
+        assert!(
+            lines.iter().any(|line| line.starts_with(want.as_str())),
+            "missing {want}\ngot:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn phi_route_cannot_be_public_and_https_upstream_needs_a_ca() {
+    let toml = VALID
+        .replace("phi = true", "phi = true\npublic = true")
+        .replace("http://127.0.0.1:9000", "https://127.0.0.1:9000");
+    let (code, _, err, path, _dir) = check(&toml);
+    assert_eq!(code, 2);
+    let file = path.display().to_string();
+    assert!(
+        err.contains(&format!(
+            "{file}:6: upstreams.ehr.targets: https targets need `ca_file`"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{file}:12: routes[0].phi: a route serving patient data cannot be public"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_refuses_to_start_on_a_bad_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("w.toml");
+    std::fs::write(
+        &path,
+        VALID.replace("upstream = \"ehr\"", "upstream = \"missing\""),
+    )
+    .expect("write");
+    let (code, out, err) = run_cli(
+        &["serve", "--config", path.to_str().expect("path")],
+        dir.path(),
+    );
+    assert_eq!(code, 2);
+    assert!(!out.contains("wardgate ready"));
+    assert!(
+        err.contains(":11: routes[0].upstream: unknown upstream `missing`"),
+        "{err}"
+    );
+    let (code, _, err) = run_cli(&["config", "check", "/nonexistent/w.toml"], dir.path());
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with("/nonexistent/w.toml:0: (file): cannot read config file"),
+        "{err}"
+    );
+}

@@ -1,0 +1,194 @@
+//! Reload on SIGHUP (good and bad config), graceful shutdown, slowloris cut-off, idle
+//! keep-alive close, and the HTTP→HTTPS redirect listener.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{config, raw, Backend, Wardgate};
+
+const NEW_ROUTE: &str =
+    "\n[[routes]]\nname = \"added\"\npath = \"/added\"\nupstream = \"b\"\npublic = true\n";
+
+#[tokio::test]
+async fn reload_applies_a_good_config_and_refuses_a_bad_one() {
+    let backend = Backend::start().await;
+    let proxy = Wardgate::start(&config(backend.addr, ""));
+    let client = proxy.client();
+    assert_eq!(
+        client
+            .get(proxy.url("/added"))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        404
+    );
+
+    proxy.rewrite_config(&config(backend.addr, NEW_ROUTE));
+    proxy.signal("HUP");
+    assert!(proxy.wait_for_log("configuration reloaded", Duration::from_secs(5)));
+    assert_eq!(
+        client
+            .get(proxy.url("/added"))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+
+    // A broken file: unknown upstream. The old config (with /added) keeps serving.
+    proxy.rewrite_config(&config(backend.addr, NEW_ROUTE).replace(
+        "upstream = \"b\"\npublic = true\n\n[[routes]]\nname = \"upload\"",
+        "upstream = \"nope\"\npublic = true\n\n[[routes]]\nname = \"upload\"",
+    ));
+    proxy.signal("HUP");
+    assert!(
+        proxy.wait_for_log("reload refused", Duration::from_secs(5)),
+        "{}",
+        proxy.logs()
+    );
+    assert!(proxy.logs().contains("unknown upstream `nope`"));
+    assert_eq!(
+        client
+            .get(proxy.url("/added"))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(proxy.url("/pub/x"))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let backend = Backend::start().await;
+    let mut proxy = Wardgate::start(&config(backend.addr, ""));
+    let client = proxy.client();
+    let url = proxy.url("/pub/slow?ms=1500");
+    let in_flight =
+        tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    proxy.signal("TERM");
+    // Readiness goes away while draining.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ready = reqwest::get(proxy.admin_url("/readyz"))
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    assert!(ready == 503 || ready == 0, "readyz during drain: {ready}");
+    assert_eq!(
+        in_flight.await.expect("join").expect("in-flight request"),
+        200
+    );
+    assert_eq!(proxy.wait_exit(Duration::from_secs(10)), Some(0));
+    // New connections are refused after shutdown.
+    assert!(tokio::net::TcpStream::connect(proxy.public).await.is_err());
+}
+
+#[tokio::test]
+async fn slowloris_connection_is_cut_after_the_header_read_timeout() {
+    let backend = Backend::start().await;
+    let toml = config(backend.addr, "")
+        .replace("[log]", "[limits]\nheader_read_timeout = \"1s\"\n\n[log]");
+    let proxy = Wardgate::start(&toml);
+    let mut stream = raw::connect(
+        proxy.public,
+        raw::client_config(&proxy.dev_cert(), &[b"http/1.1"]),
+    )
+    .await
+    .expect("tls");
+    let started = Instant::now();
+    stream
+        .write_all(b"GET /pub/x HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 1024];
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(6) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if stream.write_all(b"X-Slow: 1\r\n").await.is_err() {
+            closed = true;
+            break;
+        }
+        if let Ok(result) =
+            tokio::time::timeout(Duration::from_millis(10), stream.read(&mut buf)).await
+        {
+            if matches!(result, Ok(0) | Err(_)) || String::from_utf8_lossy(&buf).contains("408") {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "slow client was not cut off");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "cut off too late: {:?}",
+        started.elapsed()
+    );
+    assert!(backend.seen().is_empty());
+}
+
+#[tokio::test]
+async fn idle_keepalive_connection_is_closed() {
+    let backend = Backend::start().await;
+    let toml =
+        config(backend.addr, "").replace("[log]", "[limits]\nkeepalive_timeout = \"1s\"\n\n[log]");
+    let proxy = Wardgate::start(&toml);
+    let mut stream = raw::connect(
+        proxy.public,
+        raw::client_config(&proxy.dev_cert(), &[b"http/1.1"]),
+    )
+    .await
+    .expect("tls");
+    stream
+        .write_all(b"GET /pub/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = stream.read(&mut buf).await.expect("response");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed, Ok(true));
+}
+
+#[tokio::test]
+async fn plain_http_listener_only_redirects() {
+    let backend = Backend::start().await;
+    let toml = config(backend.addr, "").replace("addr = \"127.0.0.1:0\"\n\n[admin]", "addr = \"127.0.0.1:0\"\nredirect_http = \"127.0.0.1:0\"\npublic_url = \"https://portal.example.org\"\n\n[admin]");
+    let proxy = Wardgate::start(&toml);
+    let redirect = proxy.redirect.expect("redirect listener");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let response = client
+        .get(format!("http://{redirect}/pub/x?y=1"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 308);
+    assert_eq!(
+        response.headers()["location"],
+        "https://portal.example.org/pub/x?y=1"
+    );
+    assert!(backend.seen().is_empty());
+}

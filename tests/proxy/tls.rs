@@ -1,0 +1,231 @@
+//! TLS: ALPN h2 and http/1.1, TLS 1.2 with AEAD only, configured certificates and their reload
+//! without restart, and client certificates (mTLS) required or optional.
+
+use std::time::Duration;
+
+use crate::support::certs::TestCa;
+use crate::support::{config, raw, Backend, Wardgate};
+
+#[tokio::test]
+async fn alpn_offers_h2_and_http1() {
+    let backend = Backend::start().await;
+    let proxy = Wardgate::start(&config(backend.addr, ""));
+    let ca = proxy.dev_cert();
+    let h2 = raw::connect(proxy.public, raw::client_config(&ca, &[b"h2", b"http/1.1"]))
+        .await
+        .expect("tls");
+    assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let h1 = raw::connect(proxy.public, raw::client_config(&ca, &[b"http/1.1"]))
+        .await
+        .expect("tls");
+    assert_eq!(h1.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let version = proxy
+        .client()
+        .get(proxy.url("/pub/x"))
+        .send()
+        .await
+        .expect("send")
+        .version();
+    assert_eq!(version, reqwest::Version::HTTP_2);
+}
+
+#[tokio::test]
+async fn tls12_client_gets_an_aead_suite() {
+    let backend = Backend::start().await;
+    let proxy = Wardgate::start(&config(backend.addr, ""));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&proxy.dev_cert()) {
+        roots.add(cert.expect("pem")).expect("root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("tls12")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let stream = raw::connect(proxy.public, config)
+        .await
+        .expect("tls 1.2 handshake");
+    let (_, session) = stream.get_ref();
+    assert_eq!(
+        session.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let suite = format!(
+        "{:?}",
+        session.negotiated_cipher_suite().expect("suite").suite()
+    );
+    assert!(
+        suite.contains("GCM") || suite.contains("CHACHA20_POLY1305"),
+        "{suite}"
+    );
+}
+
+fn tls_config(
+    dir: &std::path::Path,
+    ca: &TestCa,
+    cn: &str,
+    extra_listen: &str,
+    backend: std::net::SocketAddr,
+) -> String {
+    let leaf = ca.leaf(cn, &["127.0.0.1", "localhost"], false);
+    std::fs::write(dir.join("server.pem"), &leaf.cert_pem).expect("write");
+    std::fs::write(dir.join("server.key"), &leaf.key_pem).expect("write");
+    std::fs::write(dir.join("ca.pem"), &ca.cert_pem).expect("write");
+    config(backend, "").replace(
+        "addr = \"127.0.0.1:0\"\n\n[admin]",
+        &format!("addr = \"127.0.0.1:0\"\ntls = {{ cert = \"server.pem\", key = \"server.key\" }}\n{extra_listen}\n\n[admin]"),
+    )
+}
+
+async fn peer_subject(proxy: &Wardgate, ca_pem: &[u8]) -> String {
+    let stream = raw::connect(proxy.public, raw::client_config(ca_pem, &[b"http/1.1"]))
+        .await
+        .expect("tls");
+    let cert = stream.get_ref().1.peer_certificates().expect("certs")[0].clone();
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).expect("x509");
+    parsed.subject().to_string()
+}
+
+#[tokio::test]
+async fn configured_certificate_is_served_and_reloaded_without_restart() {
+    let backend = Backend::start().await;
+    let ca = TestCa::new("Test Clinic CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = tls_config(dir.path(), &ca, "first.test", "", backend.addr);
+    let path = dir.path().join("wardgate.toml");
+    std::fs::write(&path, &toml).expect("write");
+    let proxy = Wardgate::start_in(dir, path);
+    assert_eq!(
+        peer_subject(&proxy, ca.cert_pem.as_bytes()).await,
+        "CN=first.test"
+    );
+
+    let leaf = ca.leaf("second.test", &["127.0.0.1"], false);
+    std::fs::write(proxy.dir.path().join("server.pem"), &leaf.cert_pem).expect("write");
+    std::fs::write(proxy.dir.path().join("server.key"), &leaf.key_pem).expect("write");
+    proxy.signal("HUP");
+    assert!(proxy.wait_for_log("configuration reloaded", Duration::from_secs(5)));
+    assert_eq!(
+        peer_subject(&proxy, ca.cert_pem.as_bytes()).await,
+        "CN=second.test"
+    );
+
+    // A broken key file on reload keeps the running certificate.
+    std::fs::write(proxy.dir.path().join("server.key"), "not a key").expect("write");
+    proxy.signal("HUP");
+    assert!(proxy.wait_for_log("reload refused", Duration::from_secs(5)));
+    assert_eq!(
+        peer_subject(&proxy, ca.cert_pem.as_bytes()).await,
+        "CN=second.test"
+    );
+}
+
+fn mtls_client(
+    proxy: &Wardgate,
+    server_ca: &TestCa,
+    identity: Option<&crate::support::certs::Leaf>,
+) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(server_ca.cert_pem.as_bytes()).expect("ca"),
+        )
+        .timeout(Duration::from_secs(10));
+    if let Some(leaf) = identity {
+        let pem = format!("{}{}", leaf.cert_pem, leaf.key_pem);
+        builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("identity"));
+    }
+    let _ = proxy;
+    builder.build().expect("client")
+}
+
+#[tokio::test]
+async fn mtls_required_refuses_clients_without_a_valid_certificate() {
+    let backend = Backend::start().await;
+    let ca = TestCa::new("Clinic CA");
+    let device_ca = TestCa::new("Device CA");
+    let rogue_ca = TestCa::new("Rogue CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("devices.pem"), &device_ca.cert_pem).expect("write");
+    let toml = tls_config(
+        dir.path(),
+        &ca,
+        "proxy.test",
+        "client_ca = \"devices.pem\"\nclient_auth = \"required\"",
+        backend.addr,
+    );
+    let path = dir.path().join("wardgate.toml");
+    std::fs::write(&path, &toml).expect("write");
+    let proxy = Wardgate::start_in(dir, path);
+
+    let device = device_ca.leaf("lab-analyzer-3", &["analyzer3.lab.test"], true);
+    let response = mtls_client(&proxy, &ca, Some(&device))
+        .get(proxy.url("/pub/x"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    assert!(
+        proxy.wait_for_log("CN=lab-analyzer-3", Duration::from_secs(2)),
+        "client identity not recorded"
+    );
+
+    assert!(mtls_client(&proxy, &ca, None)
+        .get(proxy.url("/pub/x"))
+        .send()
+        .await
+        .is_err());
+    let rogue = rogue_ca.leaf("lab-analyzer-3", &["analyzer3.lab.test"], true);
+    assert!(mtls_client(&proxy, &ca, Some(&rogue))
+        .get(proxy.url("/pub/x"))
+        .send()
+        .await
+        .is_err());
+    assert_eq!(backend.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn mtls_optional_admits_both_but_verifies_presented_certificates() {
+    let backend = Backend::start().await;
+    let ca = TestCa::new("Clinic CA");
+    let device_ca = TestCa::new("Device CA");
+    let rogue_ca = TestCa::new("Rogue CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("devices.pem"), &device_ca.cert_pem).expect("write");
+    let toml = tls_config(
+        dir.path(),
+        &ca,
+        "proxy.test",
+        "client_ca = \"devices.pem\"\nclient_auth = \"optional\"",
+        backend.addr,
+    );
+    let path = dir.path().join("wardgate.toml");
+    std::fs::write(&path, &toml).expect("write");
+    let proxy = Wardgate::start_in(dir, path);
+    assert_eq!(
+        mtls_client(&proxy, &ca, None)
+            .get(proxy.url("/pub/x"))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+    let device = device_ca.leaf("infusion-pump-7", &[], true);
+    assert_eq!(
+        mtls_client(&proxy, &ca, Some(&device))
+            .get(proxy.url("/pub/x"))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+    let rogue = rogue_ca.leaf("infusion-pump-7", &[], true);
+    assert!(mtls_client(&proxy, &ca, Some(&rogue))
+        .get(proxy.url("/pub/x"))
+        .send()
+        .await
+        .is_err());
+}

@@ -1,0 +1,100 @@
+//! WebSocket echo through the proxy (telehealth signalling), clean close and idle timeout.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{config, raw, Backend, Wardgate};
+
+async fn open(
+    proxy: &Wardgate,
+) -> tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tls = raw::connect(
+        proxy.public,
+        raw::client_config(&proxy.dev_cert(), &[b"http/1.1"]),
+    )
+    .await
+    .expect("tls");
+    let url = format!("wss://127.0.0.1:{}/ws", proxy.public.port());
+    let (socket, response) = tokio_tungstenite::client_async(url, tls)
+        .await
+        .expect("websocket handshake");
+    assert_eq!(response.status(), 101);
+    socket
+}
+
+#[tokio::test]
+async fn websocket_echo_and_clean_close() {
+    let backend = Backend::start().await;
+    let proxy = Wardgate::start(&config(backend.addr, ""));
+    let mut socket = open(&proxy).await;
+    for text in ["offer: sdp-1", "candidate: 1 udp", "answer: sdp-2"] {
+        socket.send(Message::text(text)).await.expect("send");
+        let echoed = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("echo in time");
+        assert_eq!(echoed.expect("message").expect("ok"), Message::text(text));
+    }
+    socket
+        .send(Message::binary(vec![1u8, 2, 3]))
+        .await
+        .expect("send binary");
+    let echoed = socket.next().await.expect("message").expect("ok");
+    assert_eq!(echoed, Message::binary(vec![1u8, 2, 3]));
+    socket.close(None).await.expect("close");
+    // The close handshake completes: the stream ends without an error.
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(message) = socket.next().await {
+            if message.is_err() {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+    .expect("closed in time");
+    assert!(
+        rest,
+        "close was not clean: {}",
+        proxy
+            .logs()
+            .lines()
+            .filter(|l| l.contains("tunnel") || l.contains("upgrade"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The upgrade request reached the backend with the handshake headers, without client identity headers.
+    let seen = backend.last();
+    assert_eq!(seen.headers["upgrade"], "websocket");
+}
+
+#[tokio::test]
+async fn idle_websocket_is_closed_after_the_idle_timeout() {
+    let backend = Backend::start().await;
+    let extra = "";
+    let toml = config(backend.addr, extra).replace(
+        "[upstreams.b]",
+        "[proxy]\nwebsocket_idle_timeout = \"1s\"\n\n[upstreams.b]",
+    );
+    let proxy = Wardgate::start(&toml);
+    let mut socket = open(&proxy).await;
+    socket.send(Message::text("hello")).await.expect("send");
+    assert_eq!(
+        socket.next().await.expect("echo").expect("ok"),
+        Message::text("hello")
+    );
+    // Silence: the proxy closes the tunnel after ~1 s.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) => return true,
+                Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(ended, Ok(true), "idle tunnel was not closed");
+    assert!(proxy.wait_for_log("idle timeout", Duration::from_secs(2)));
+}
