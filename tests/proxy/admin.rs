@@ -78,3 +78,31 @@ async fn health_readiness_and_metrics() {
         404
     );
 }
+
+#[tokio::test]
+async fn json_request_log_line_carries_request_id_route_status_and_upstream() {
+    let backend = Backend::start().await;
+    let proxy =
+        Wardgate::start(&config(backend.addr, "").replace("[log]\n", "[log]\nformat = \"json\"\n"));
+    let response = proxy
+        .client()
+        .get(proxy.url("/pub/logged"))
+        .send()
+        .await
+        .expect("send");
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
+    assert!(proxy.wait_for_log(&id, std::time::Duration::from_secs(2)));
+    let line = proxy
+        .logs()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|entry| entry["request_id"] == id.as_str())
+        .expect("a JSON request line");
+    assert_eq!(line["route"], "public");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["upstream"], backend.addr.to_string().as_str());
+    assert!(line["latency_ms"].as_f64().is_some());
+}

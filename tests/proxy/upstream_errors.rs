@@ -83,3 +83,116 @@ async fn round_robin_skips_a_dead_target_after_ejection() {
     assert_eq!(backend.seen().len(), 6);
     assert!(proxy.wait_for_log("ejected", Duration::from_secs(2)));
 }
+
+#[tokio::test]
+async fn https_upstream_is_verified_against_its_configured_ca_only() {
+    let backend_ca = crate::support::certs::TestCa::new("Backend CA");
+    let other_ca = crate::support::certs::TestCa::new("Other CA");
+    let leaf = backend_ca.leaf("ehr-backend", &["127.0.0.1"], false);
+    let backend = Backend::start_tls(&leaf.cert_pem, &leaf.key_pem).await;
+    for (ca, expected) in [(&backend_ca, 200), (&other_ca, 502)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("backend-ca.pem"), &ca.cert_pem).expect("write");
+        let toml = config(backend.addr, "").replace(
+            &format!("targets = [\"http://{}\"]", backend.addr),
+            &format!(
+                "targets = [\"https://{}\"]\nca_file = \"backend-ca.pem\"",
+                backend.addr
+            ),
+        );
+        let path = dir.path().join("wardgate.toml");
+        std::fs::write(&path, toml).expect("write");
+        let proxy = Wardgate::start_in(dir, path);
+        let response = proxy
+            .client()
+            .get(proxy.url("/pub/tls"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(
+            response.status(),
+            expected,
+            "CA {}",
+            if expected == 200 { "right" } else { "wrong" }
+        );
+    }
+    assert_eq!(
+        backend.seen().len(),
+        1,
+        "only the correctly verified connection may carry a request"
+    );
+}
+
+#[tokio::test]
+async fn oversized_request_head_is_refused() {
+    let backend = Backend::start().await;
+    let toml =
+        config(backend.addr, "").replace("[log]", "[limits]\nmax_header_size = \"16KiB\"\n\n[log]");
+    let proxy = Wardgate::start(&toml);
+    let client = proxy.client_builder().http1_only().build().expect("client");
+    let big = "a".repeat(32 * 1024);
+    let status = client
+        .get(proxy.url("/pub/x"))
+        .header("x-big", &big)
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert!(matches!(status, Ok(431) | Ok(400) | Err(_)), "{status:?}");
+    let h2 = proxy
+        .client()
+        .get(proxy.url("/pub/x"))
+        .header("x-big", &big)
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert!(matches!(h2, Ok(431) | Ok(400) | Err(_)), "{h2:?}");
+    assert!(backend.seen().is_empty());
+    assert_eq!(
+        proxy
+            .client()
+            .get(proxy.url("/pub/x"))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_closed_at_accept() {
+    let backend = Backend::start().await;
+    let toml = config(backend.addr, "").replace("[log]", "[limits]\nmax_connections = 2\n\n[log]");
+    let proxy = Wardgate::start(&toml);
+    let ca = proxy.dev_cert();
+    let first = crate::support::raw::connect(
+        proxy.public,
+        crate::support::raw::client_config(&ca, &[b"http/1.1"]),
+    )
+    .await;
+    let second = crate::support::raw::connect(
+        proxy.public,
+        crate::support::raw::client_config(&ca, &[b"http/1.1"]),
+    )
+    .await;
+    assert!(first.is_ok() && second.is_ok());
+    let third = crate::support::raw::connect(
+        proxy.public,
+        crate::support::raw::client_config(&ca, &[b"http/1.1"]),
+    )
+    .await;
+    assert!(third.is_err(), "third connection was accepted");
+    assert!(proxy.wait_for_log("connection limit reached", Duration::from_secs(2)));
+    drop((first, second));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        proxy
+            .client()
+            .get(proxy.url("/pub/x"))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+}
