@@ -1,39 +1,68 @@
-//! Criterion: the per-request CPU work of stages 2–5 (normalize, route, authenticate,
-//! authorize) on a warm route table, without I/O.
+//! Criterion: the per-request CPU work of stages 2–5 (normalize, route, authenticate with a
+//! real session token and session record, authorize) on a warm `App`, without network I/O.
 
 use std::hint::black_box;
-use std::path::Path;
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Method, Request};
+use wardgate::app::App;
+use wardgate::authn::users::User;
 use wardgate::config::Config;
 use wardgate::gate::normalize::normalize;
-use wardgate::gate::route::RouteTable;
 use wardgate::gate::target::RequestTarget;
+use wardgate::state::{memory::MemoryStore, StateStore};
 
-fn table() -> RouteTable {
+fn config_text() -> String {
     let mut toml = String::from("[upstreams.u]\ntargets = [\"http://127.0.0.1:9000\"]\n");
     for index in 0..20 {
         toml.push_str(&format!(
             "[[routes]]\nname = \"r{index}\"\npath = \"/svc{index}/{{id}}/**\"\nupstream = \"u\"\npublic = true\n"
         ));
     }
-    toml.push_str("[[routes]]\nname = \"records\"\nhost = \"portal.example.org\"\npath = \"/api/patients/{patient_id}/records\"\nmethods = [\"GET\"]\nupstream = \"u\"\npublic = true\n");
-    let config = Config::from_str(&toml, Path::new("bench.toml"), Path::new(".")).expect("config");
-    RouteTable::new(&config.routes)
+    toml.push_str("[[routes]]\nname = \"records\"\nhost = \"portal.example.org\"\npath = \"/api/patients/{patient_id}/records\"\nmethods = [\"GET\"]\nupstream = \"u\"\n");
+    toml
 }
 
 fn bench(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Config::from_str(&config_text(), &dir.path().join("bench.toml"), dir.path())
+        .expect("config");
+    let (app, token) = runtime.block_on(async {
+        let state: Arc<dyn StateStore> = MemoryStore::start();
+        let app = App::build(config, state).expect("app");
+        let user = User {
+            name: "alice".into(),
+            roles: vec!["clinician".into()],
+            ..User::default()
+        };
+        app.users.add(user.clone()).expect("user");
+        let now = wardgate::state::unix_now();
+        let (token, _) = wardgate::authn::session::create(
+            &app,
+            &user,
+            vec!["pwd".into(), "otp".into()],
+            "127.0.0.1".into(),
+            now,
+        )
+        .await
+        .expect("session");
+        (app, token)
+    });
+
     c.bench_function("normalize/canonical", |b| {
         b.iter(|| normalize(black_box("/api/patients/1001/records")))
     });
     c.bench_function("normalize/dot-segments", |b| {
         b.iter(|| normalize(black_box("/api//patients/./1001/%72ecords/../records")))
     });
-    let routes = table();
     c.bench_function("route/lookup-21-routes", |b| {
         b.iter(|| {
-            routes.lookup(
+            app.routes.lookup(
                 black_box("portal.example.org"),
                 black_box("/api/patients/1001/records"),
                 &Method::GET,
@@ -42,16 +71,27 @@ fn bench(c: &mut Criterion) {
     });
     let request = Request::get("/api/patients/1001/records")
         .header("host", "portal.example.org")
+        .header("authorization", format!("Bearer {token}"))
         .body(())
         .expect("request");
-    c.bench_function("stages/normalize+route+authn+authz", |b| {
+    c.bench_function("stages/normalize+route+session+authorize", |b| {
         b.iter(|| {
-            let target = RequestTarget::from_request(black_box(&request)).expect("target");
-            let matched = routes
-                .lookup(&target.host, &target.path, request.method())
-                .expect("route");
-            let caller = wardgate::authn::authenticate(&matched.route).expect("caller");
-            wardgate::authz::authorize(&matched, caller).expect("permit")
+            runtime.block_on(async {
+                let target = RequestTarget::from_request(black_box(&request)).expect("target");
+                let matched = app
+                    .routes
+                    .lookup(&target.host, &target.path, request.method())
+                    .expect("route");
+                let caller = wardgate::authn::authenticate(
+                    &app,
+                    &matched.route,
+                    request.method(),
+                    request.headers(),
+                )
+                .await
+                .expect("caller");
+                wardgate::authz::authorize(&matched, caller).expect("permit")
+            })
         })
     });
 }

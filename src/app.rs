@@ -6,10 +6,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::authn::password::PasswordWorker;
+use crate::authn::token::SessionKeys;
+use crate::authn::users::UserStore;
 use crate::config::Config;
 use crate::gate::route::RouteTable;
 use crate::proxy::health;
 use crate::proxy::upstream::UpstreamPool;
+use crate::state::StateStore;
 
 /// The running configuration in compiled form.
 #[derive(Debug)]
@@ -18,13 +22,26 @@ pub struct App {
     pub config: Arc<Config>,
     /// Routes in precedence order.
     pub routes: RouteTable,
+    /// Shared state (sessions, counters); outlives reloads.
+    pub state: Arc<dyn StateStore>,
+    /// Accounts from the users file.
+    pub users: UserStore,
+    /// Session token keys.
+    pub session_keys: SessionKeys,
+    /// Password hashing on the blocking pool.
+    pub passwords: PasswordWorker,
     pools: HashMap<String, Arc<UpstreamPool>>,
 }
 
 impl App {
     /// Builds the route table and upstream pools (starting their health checks).
     /// Must run inside the tokio runtime.
-    pub fn build(config: Config) -> Result<App, String> {
+    pub fn build(config: Config, state: Arc<dyn StateStore>) -> Result<App, String> {
+        let auth = &config.auth;
+        let users = UserStore::open(&auth.users_file, &auth.key_file, auth.key_env.as_deref())
+            .map_err(|e| e.to_string())?;
+        let session_keys = SessionKeys::load_or_create(&auth.session_keys_file)?;
+        let passwords = PasswordWorker::new(auth.hash, auth.max_concurrent_hashes)?;
         let mut pools = HashMap::new();
         for (name, upstream) in &config.upstreams {
             let pool = Arc::new(UpstreamPool::new(name, upstream, &config.proxy)?);
@@ -33,6 +50,10 @@ impl App {
         }
         Ok(App {
             routes: RouteTable::new(&config.routes),
+            state,
+            users,
+            session_keys,
+            passwords,
             pools,
             config: Arc::new(config),
         })

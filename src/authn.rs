@@ -1,26 +1,134 @@
-//! Stage 4, authenticate: who is calling.
+//! Stage 4, authenticate: who is calling, proved again on every request.
 //!
-//! Runs after routing, for every request. Public routes need no identity. For protected
-//! routes this is where sessions and tokens are verified; until that lands, every request to
-//! a protected route is refused with 401 here, so nothing unauthenticated can be forwarded
-//! (fail closed).
+//! Runs after routing. Public routes need no identity. For every other route the request
+//! must carry a session token (`Authorization: Bearer` or the `__Host-wardgate` cookie) whose
+//! signature, claims and server-side session all verify *now* (see `session.rs`). A POST (or
+//! any unsafe method) authenticated by the cookie must also come from Wardgate's own origin,
+//! since browsers attach cookies to cross-site requests too (CSRF). Without valid
+//! credentials the answer is 401, or a redirect to the login portal for browsers.
 
+use http::{HeaderMap, Method};
+
+use crate::app::App;
 use crate::config::RouteConfig;
 use crate::gate::error::GateError;
 
+pub mod events;
+pub mod lockout;
+pub mod password;
+pub mod portal;
+pub mod session;
+pub mod token;
+pub mod totp;
+pub mod users;
+
+pub use session::Principal;
+
+/// Name of the session cookie (`__Host-`: Secure, no Domain, Path=/ enforced by browsers).
+pub const SESSION_COOKIE: &str = "__Host-wardgate";
+
 /// The proven identity of the caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Caller {
     /// No credentials were needed: the route is public.
     Anonymous,
+    /// A user with a valid two-factor session.
+    User(Principal),
 }
 
-/// Returns the caller's identity, or `Unauthenticated` (401) for a protected route that the
-/// request did not prove itself for.
-pub fn authenticate(route: &RouteConfig) -> Result<Caller, GateError> {
+/// Where the credential came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// `Authorization: Bearer`.
+    Bearer,
+    /// The `__Host-wardgate` cookie (needs the same-origin check on unsafe methods).
+    Cookie,
+}
+
+/// Finds the session token on a request: the bearer token first, then the cookie.
+pub fn credential(headers: &HeaderMap) -> Option<(&str, CredentialSource)> {
+    if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+        let text = value.to_str().ok()?;
+        let (scheme, token) = text.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then_some((token.trim(), CredentialSource::Bearer));
+    }
+    cookie(headers, SESSION_COOKIE).map(|token| (token, CredentialSource::Cookie))
+}
+
+/// The value of cookie `name` (exact name match; the first one wins).
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim())
+}
+
+/// Whether a request comes from Wardgate's own origin (Origin header, or Sec-Fetch-Site).
+pub fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
+    match headers
+        .get(http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(origin) => origin == public_url,
+        None => headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v == "same-origin"),
+    }
+}
+
+/// Returns the caller's identity, or why the request is refused.
+pub async fn authenticate(
+    app: &App,
+    route: &RouteConfig,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Caller, GateError> {
     if route.public {
-        Ok(Caller::Anonymous)
-    } else {
-        Err(GateError::Unauthenticated)
+        return Ok(Caller::Anonymous);
+    }
+    let (token, source) = credential(headers).ok_or(GateError::Unauthenticated)?;
+    let principal = session::validate(app, token, crate::state::unix_now()).await?;
+    let unsafe_method = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if source == CredentialSource::Cookie
+        && unsafe_method
+        && !same_origin(headers, &app.config.listen.public_url)
+    {
+        return Err(GateError::Forbidden(
+            "cross-origin request with session cookie",
+        ));
+    }
+    Ok(Caller::User(principal))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_from_bearer_or_the_exact_cookie() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "cookie",
+            "__Host-wardgate-pending=p; __Host-wardgate=t1"
+                .parse()
+                .expect("v"),
+        );
+        assert_eq!(credential(&headers), Some(("t1", CredentialSource::Cookie)));
+        headers.insert("authorization", "Bearer t2".parse().expect("v"));
+        assert_eq!(credential(&headers), Some(("t2", CredentialSource::Bearer)));
+        headers.insert("authorization", "Basic abc".parse().expect("v"));
+        assert_eq!(credential(&headers), None);
+        let mut other = HeaderMap::new();
+        other.insert(
+            "cookie",
+            "x__Host-wardgate=t; __Host-wardgatex=u".parse().expect("v"),
+        );
+        assert_eq!(credential(&other), None);
     }
 }

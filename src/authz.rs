@@ -29,13 +29,18 @@ impl Permit {
     }
 }
 
-/// Grants a permit, or refuses. Default deny: only a public route admits an anonymous caller.
+/// Grants a permit, or refuses. Default deny: only a public route admits an anonymous caller;
+/// a protected route admits a caller with a verified two-factor session.
 pub fn authorize(matched: &RouteMatch, caller: Caller) -> Result<Permit, GateError> {
-    match caller {
-        Caller::Anonymous if matched.route.public => Ok(Permit {
-            route: Arc::clone(&matched.route),
-            caller,
-        }),
-        Caller::Anonymous => Err(GateError::Unauthenticated),
+    let allowed = match &caller {
+        Caller::Anonymous => matched.route.public,
+        Caller::User(principal) => principal.amr.iter().any(|m| m == "otp"),
+    };
+    if !allowed {
+        return Err(GateError::Unauthenticated);
     }
+    Ok(Permit {
+        route: Arc::clone(&matched.route),
+        caller,
+    })
 }

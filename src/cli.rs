@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::config::ConfigError;
 
 mod serve;
+mod user;
 
 /// Wardgate: zero-trust authenticating reverse proxy for telehealth.
 #[derive(Debug, Parser)]
@@ -31,6 +32,22 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Manage users (the users file named in the config).
+    User {
+        /// Config file.
+        #[arg(long, default_value = "config/wardgate.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: user::UserCommand,
+    },
+    /// Session signing keys.
+    Keys {
+        /// Config file.
+        #[arg(long, default_value = "config/wardgate.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -45,6 +62,13 @@ enum ConfigCommand {
         /// Config file.
         file: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Add a new session signing key; it signs new sessions after the proxy reloads, and the
+    /// old keys keep verifying existing sessions until you remove them.
+    Rotate,
 }
 
 /// A failed command.
@@ -73,6 +97,20 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve { config } => serve::serve(&config),
         Command::Demo { config } => serve::demo(config),
+        Command::User { config, command } => user::run(&config, command),
+        Command::Keys {
+            config,
+            command: KeysCommand::Rotate,
+        } => {
+            let config = crate::config::Config::load(&config)?;
+            let kid = crate::authn::token::SessionKeys::rotate(&config.auth.session_keys_file)
+                .map_err(CliError::Runtime)?;
+            println!(
+                "new session key {kid} added to {}; send SIGHUP to the proxy to start using it",
+                config.auth.session_keys_file.display()
+            );
+            Ok(())
+        }
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {

@@ -44,6 +44,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// Security headers on answers.
     pub response_headers: ResponseHeaders,
+    /// Users, passwords and sessions.
+    pub auth: AuthConfig,
     /// Upstream pools by name.
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     /// Routes in file order.
@@ -57,6 +59,8 @@ pub struct ListenConfig {
     pub addr: SocketAddr,
     /// Origin users reach, without a trailing slash (e.g. `https://portal.example.org`).
     pub public_url: String,
+    /// Whether `public_url` was configured (otherwise it follows the bound address).
+    pub public_url_explicit: bool,
     /// Where the server certificate comes from.
     pub tls: TlsSource,
     /// Client-certificate verification.
@@ -65,6 +69,31 @@ pub struct ListenConfig {
     pub redirect_http: Option<SocketAddr>,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+}
+
+/// `[users]`, `[session]` and `[login]`, validated.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Users file.
+    pub users_file: PathBuf,
+    /// Key file sealing TOTP secrets.
+    pub key_file: PathBuf,
+    /// Environment variable that overrides `key_file`.
+    pub key_env: Option<String>,
+    /// Session token key ring.
+    pub session_keys_file: PathBuf,
+    /// Minimum password length.
+    pub min_password_length: usize,
+    /// argon2id parameters.
+    pub hash: crate::authn::password::HashParams,
+    /// Concurrent password hashes.
+    pub max_concurrent_hashes: usize,
+    /// Session idle timeout.
+    pub idle_timeout: Duration,
+    /// Session absolute lifetime.
+    pub max_lifetime: Duration,
+    /// Login attempts per source IP per minute.
+    pub ip_limit: u32,
 }
 
 /// Source of the server certificate.
@@ -215,6 +244,14 @@ pub struct RouteConfig {
 // === impl Config ===
 
 impl Config {
+    /// Once the public listener is bound: a `public_url` that was not configured follows the
+    /// real address (which matters when the configured port is 0).
+    pub fn bind_public_url(&mut self, bound: SocketAddr) {
+        if !self.listen.public_url_explicit {
+            self.listen.public_url = format!("https://{bound}");
+        }
+    }
+
     /// Reads and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError {

@@ -8,9 +8,7 @@
 //! ```
 //! `accept` lives in `server/`; [`handle`] is called once per request with the connection's
 //! facts and runs the rest top to bottom. Any stage may end the request with a [`GateError`];
-//! [`respond`] turns that into the client's answer. The audit stage arrives with the audit
-//! issue: until then no PHI route can be reached (PHI routes cannot be public and protected
-//! routes are refused at authenticate), so no PHI access goes unrecorded.
+//! [`respond`] turns that into the client's answer.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,7 +18,7 @@ use hyper::body::Incoming;
 
 use crate::app::App;
 use crate::body::Body;
-use crate::{authn, authz, proxy, telemetry};
+use crate::{audit, authn, authz, proxy, telemetry};
 
 pub mod context;
 pub mod error;
@@ -40,6 +38,7 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let mut ctx = RequestCtx::new(conn);
+    ctx.browser = context::is_browser_navigation(&req);
     let method = req.method().clone();
     let raw_path = req.uri().path().to_string();
     let (mut response, error) = match pipeline(&app, &mut ctx, req).await {
@@ -59,17 +58,24 @@ async fn pipeline(
 ) -> Result<Response<Body>, GateError> {
     // 2. normalize: one canonical host + path, or 400.
     let target = RequestTarget::from_request(&req)?;
+    ctx.set_return_path(&target);
+    // Wardgate's own portal (/.wardgate/...) answers before any route: routes cannot claim it.
+    if authn::portal::owns(&target.path) {
+        return authn::portal::handle(app, ctx, &target, req).await;
+    }
     // 3. route: most specific route, or 404 (default deny).
     let matched = app
         .routes
         .lookup(&target.host, &target.path, req.method())
         .ok_or(GateError::NoRoute)?;
     ctx.route = Some(Arc::clone(&matched.route));
-    // 4. authenticate: who is calling, or 401.
-    let caller = authn::authenticate(&matched.route)?;
+    // 4. authenticate: who is calling, or 401 / login redirect.
+    let caller = authn::authenticate(app, &matched.route, req.method(), req.headers()).await?;
+    ctx.note_caller(&caller);
     // 5. authorize: a Permit, or a refusal.
     let permit = authz::authorize(&matched, caller)?;
-    // 6. audit: arrives with the audit issue (no PHI route is reachable before then).
+    // 6. audit: a PHI access is recorded first, or refused (503).
+    let _ticket = audit::admit(&permit)?;
     // 7. forward: stream to the upstream and back.
     proxy::forward(app, ctx, &permit, &target, req).await
 }

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod body;
@@ -23,4 +24,5 @@ pub mod gate;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod state;
 pub mod telemetry;

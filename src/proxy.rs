@@ -52,6 +52,9 @@ pub async fn forward(
         &app.config.proxy,
         upgrade,
     );
+    if let crate::authn::Caller::User(principal) = permit.caller() {
+        headers::set_identity(&mut parts.headers, principal);
+    }
     parts.version = http::Version::HTTP_11;
     let bodyless = incoming.is_end_stream();
     let retryable =

@@ -19,6 +19,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::app::App;
 use crate::config::Config;
+use crate::state::StateStore;
 
 pub mod certs;
 pub mod listener;
@@ -35,6 +36,10 @@ pub struct Shared {
     pub connections: Arc<Semaphore>,
     /// False while draining (so `/readyz` says 503).
     pub ready: AtomicBool,
+    /// Shared state; survives reloads.
+    pub state: Arc<dyn StateStore>,
+    /// The address the public listener is bound to.
+    pub public_addr: SocketAddr,
 }
 
 /// Why the server could not start.
@@ -60,25 +65,37 @@ pub enum ServeError {
 }
 
 /// Serves `config` until SIGTERM/SIGINT. `source` is re-read on SIGHUP (none: reload disabled).
-pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), ServeError> {
+pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), ServeError> {
     let metrics = crate::metrics::install();
-    let tls = tls::server_config(&config)?;
     let max_connections = config.limits.max_connections;
     let grace = config.limits.shutdown_grace;
-    let (public_addr, admin_addr, redirect_addr) = (
-        config.listen.addr,
-        config.admin_addr,
-        config.listen.redirect_http,
-    );
-    let app = App::build(config).map_err(ServeError::App)?;
+    let (admin_addr, redirect_addr) = (config.admin_addr, config.listen.redirect_http);
+    let public = bind(config.listen.addr).await?;
+    let public_addr = public.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen.addr,
+        source,
+    })?;
+    config.bind_public_url(public_addr);
+    let tls = tls::server_config(&config)?;
+    let state: Arc<dyn StateStore> = crate::state::memory::MemoryStore::start();
+    let app = App::build(config, Arc::clone(&state)).map_err(ServeError::App)?;
     let shared = Arc::new(Shared {
         app: ArcSwap::from_pointee(app),
         tls: ArcSwap::new(tls),
         connections: Arc::new(Semaphore::new(max_connections)),
         ready: AtomicBool::new(true),
+        state,
+        public_addr,
     });
 
-    let public = bind(public_addr).await?;
+    let watcher = Arc::clone(&shared);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            ticker.tick().await;
+            watcher.app.load().users.refresh_if_changed();
+        }
+    });
     let admin = bind(admin_addr).await?;
     let redirect = match redirect_addr {
         Some(addr) => Some(bind(addr).await?),
@@ -139,7 +156,8 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), ServeErr
 /// Validates the file aside, then swaps it in; on any error the running config stays.
 fn reload(shared: &Shared, path: &std::path::Path) {
     let attempt = || -> Result<(), String> {
-        let config = Config::load(path).map_err(|err| err.to_string())?;
+        let mut config = Config::load(path).map_err(|err| err.to_string())?;
+        config.bind_public_url(shared.public_addr);
         let current = shared.app.load();
         if config.listen.addr != current.config.listen.addr
             || config.admin_addr != current.config.admin_addr
@@ -147,7 +165,7 @@ fn reload(shared: &Shared, path: &std::path::Path) {
             tracing::warn!("listener addresses changed: they take effect after a restart");
         }
         let tls = tls::server_config(&config).map_err(|err| err.to_string())?;
-        let app = App::build(config)?;
+        let app = App::build(config, Arc::clone(&shared.state))?;
         shared.tls.store(tls);
         shared.app.store(Arc::new(app));
         Ok(())

@@ -36,6 +36,15 @@ pub struct FileConfig {
     /// `[response_headers]`: security headers added to every answer.
     #[serde(default)]
     pub response_headers: ResponseHeadersFile,
+    /// `[users]`: the users file and password hashing.
+    #[serde(default)]
+    pub users: UsersFile,
+    /// `[session]`: session lifetimes.
+    #[serde(default)]
+    pub session: SessionFile,
+    /// `[login]`: abuse resistance of the login endpoints.
+    #[serde(default)]
+    pub login: LoginFile,
     /// `[upstreams.NAME]`: backend pools.
     #[serde(default)]
     pub upstreams: BTreeMap<String, Spanned<UpstreamFile>>,
@@ -201,4 +210,44 @@ pub struct RouteFile {
     pub phi: Option<Spanned<bool>>,
     /// Request body limit for this route.
     pub max_body: Option<ByteSize>,
+}
+
+/// `[users]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersFile {
+    /// Users file, default `<data dir>/users.toml`.
+    pub file: Option<String>,
+    /// Key sealing TOTP secrets, default `<data dir>/users.key`.
+    pub key_file: Option<String>,
+    /// Environment variable holding that key instead (base64, 32 bytes).
+    pub key_env: Option<String>,
+    /// Minimum password length (never below 8).
+    pub min_password_length: Option<Spanned<usize>>,
+    /// argon2id memory.
+    pub argon2_memory: Option<Spanned<ByteSize>>,
+    /// argon2id iterations.
+    pub argon2_iterations: Option<Spanned<u32>>,
+    /// argon2id lanes.
+    pub argon2_parallelism: Option<Spanned<u32>>,
+    /// Password hashes computed at once (the rest queue).
+    pub max_concurrent_hashes: Option<usize>,
+}
+
+/// `[session]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFile {
+    /// Idle sessions end after this long (HIPAA automatic logoff).
+    pub idle_timeout: Option<HumanDuration>,
+    /// Sessions end this long after login, active or not.
+    pub max_lifetime: Option<HumanDuration>,
+}
+
+/// `[login]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginFile {
+    /// Login, TOTP and enrollment attempts per source IP per minute.
+    pub ip_limit: Option<u32>,
 }

@@ -47,6 +47,7 @@ pub(super) fn validate(
     let limits = limits(&file);
     let proxy = proxy(&file.proxy, &mut sink);
     let response_headers = response_headers(&file.response_headers, text, &mut sink);
+    let auth = auth(&file, &data_dir, &mut sink, &resolve);
     let upstreams = upstreams(&file.upstreams, &mut sink, &resolve);
     let routes = routes(&file, &upstreams, limits.max_body, &mut sink);
 
@@ -60,6 +61,7 @@ pub(super) fn validate(
         limits,
         proxy,
         response_headers,
+        auth,
         upstreams,
         routes,
     })
@@ -196,10 +198,105 @@ fn listen(
     ListenConfig {
         addr,
         public_url,
+        public_url_explicit: file.public_url.is_some(),
         tls,
         client_auth,
         redirect_http,
         trusted_proxies,
+    }
+}
+
+fn auth(
+    file: &FileConfig,
+    data_dir: &Path,
+    sink: &mut IssueSink<'_>,
+    resolve: &impl Fn(&str) -> PathBuf,
+) -> AuthConfig {
+    let users = &file.users;
+    let defaults = crate::authn::password::HashParams::default();
+    let mut at_least =
+        |value: &Option<Spanned<u32>>, minimum: u32, field: &str, what: &str| -> u32 {
+            match value {
+                None => minimum,
+                Some(v) if *v.get_ref() >= minimum => *v.get_ref(),
+                Some(v) => {
+                    sink.span(
+                        v.span(),
+                        field,
+                        format!("must be at least {minimum} ({what})"),
+                    );
+                    minimum
+                }
+            }
+        };
+    let iterations = at_least(
+        &users.argon2_iterations,
+        defaults.iterations,
+        "users.argon2_iterations",
+        "OWASP minimum",
+    );
+    let parallelism = at_least(
+        &users.argon2_parallelism,
+        defaults.parallelism,
+        "users.argon2_parallelism",
+        "at least one lane",
+    );
+    let memory_kib = match &users.argon2_memory {
+        None => defaults.memory_kib,
+        Some(m) if m.get_ref().0 >= u64::from(defaults.memory_kib) * 1024 => {
+            u32::try_from(m.get_ref().0 / 1024).unwrap_or(u32::MAX)
+        }
+        Some(m) => {
+            sink.span(
+                m.span(),
+                "users.argon2_memory",
+                "must be at least 19MiB (OWASP minimum)",
+            );
+            defaults.memory_kib
+        }
+    };
+    let min_password_length = match &users.min_password_length {
+        None => 12,
+        Some(n)
+            if *n.get_ref() >= 8 && *n.get_ref() <= crate::authn::password::MAX_PASSWORD_LEN =>
+        {
+            *n.get_ref()
+        }
+        Some(n) => {
+            sink.span(
+                n.span(),
+                "users.min_password_length",
+                "must be between 8 (NIST SP 800-63B) and 256",
+            );
+            12
+        }
+    };
+    let in_data = |given: &Option<String>, default: &str| {
+        given
+            .as_deref()
+            .map_or_else(|| data_dir.join(default), resolve)
+    };
+    AuthConfig {
+        users_file: in_data(&users.file, "users.toml"),
+        key_file: in_data(&users.key_file, "users.key"),
+        key_env: users.key_env.clone(),
+        session_keys_file: data_dir.join("session-keys.toml"),
+        min_password_length,
+        hash: crate::authn::password::HashParams {
+            memory_kib,
+            iterations,
+            parallelism,
+        },
+        max_concurrent_hashes: users.max_concurrent_hashes.unwrap_or(2).max(1),
+        idle_timeout: file
+            .session
+            .idle_timeout
+            .map_or(Duration::from_secs(15 * 60), |d| d.0),
+        max_lifetime: file
+            .session
+            .max_lifetime
+            .map_or(Duration::from_secs(12 * 3600), |d| d.0),
+        ip_limit: file.login.ip_limit.unwrap_or(30).max(1),
     }
 }
 
@@ -410,6 +507,13 @@ fn routes(
                 HostPattern::Any
             }),
         };
+        if route.path.get_ref().starts_with("/.wardgate") {
+            sink.span(
+                route.path.span(),
+                field("path"),
+                "/.wardgate/ is reserved for Wardgate's own portal",
+            );
+        }
         let path = PathPattern::parse(route.path.get_ref()).unwrap_or_else(|msg| {
             sink.span(route.path.span(), field("path"), msg);
             PathPattern::root()

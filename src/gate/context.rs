@@ -40,6 +40,13 @@ pub struct RequestCtx {
     pub route: Option<Arc<RouteConfig>>,
     /// The upstream target used, once forwarding has picked one.
     pub upstream: Option<String>,
+    /// For a browser navigation (GET/HEAD, `Accept: text/html`, no `Authorization`): where to
+    /// send it to sign in, with a same-origin return path. `None` for API clients.
+    pub login_redirect: Option<HeaderValue>,
+    /// The signed-in user, once authentication has run (for logs).
+    pub user: Option<String>,
+    /// Whether the request looks like a browser navigation.
+    pub browser: bool,
 }
 
 impl RequestCtx {
@@ -54,6 +61,25 @@ impl RequestCtx {
             started: Instant::now(),
             route: None,
             upstream: None,
+            login_redirect: None,
+            user: None,
+            browser: false,
+        }
+    }
+
+    /// Remembers where a browser should come back to after signing in.
+    pub fn set_return_path(&mut self, target: &crate::gate::target::RequestTarget) {
+        if self.browser {
+            let query =
+                serde_urlencoded::to_string([("rd", target.path_and_query())]).unwrap_or_default();
+            self.login_redirect = HeaderValue::from_str(&format!("/.wardgate/login?{query}")).ok();
+        }
+    }
+
+    /// Records the authenticated user for the request log.
+    pub fn note_caller(&mut self, caller: &crate::authn::Caller) {
+        if let crate::authn::Caller::User(principal) = caller {
+            self.user = Some(principal.user.name.clone());
         }
     }
 
@@ -61,4 +87,16 @@ impl RequestCtx {
     pub fn request_id(&self) -> &str {
         self.request_id.to_str().unwrap_or("-")
     }
+}
+
+/// A top-level browser navigation: GET/HEAD, HTML accepted, no `Authorization` header.
+/// These are redirected to the login page; everything else gets a plain 401.
+pub fn is_browser_navigation<B>(req: &http::Request<B>) -> bool {
+    matches!(*req.method(), http::Method::GET | http::Method::HEAD)
+        && !req.headers().contains_key(http::header::AUTHORIZATION)
+        && req
+            .headers()
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/html"))
 }

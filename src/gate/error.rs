@@ -30,9 +30,24 @@ pub enum GateError {
     /// No route matches host, path and method (default deny).
     #[error("no route")]
     NoRoute,
-    /// A protected route was requested without valid credentials.
+    /// A protected route was requested without credentials.
     #[error("authentication required")]
     Unauthenticated,
+    /// Credentials were sent but the token or its session did not verify.
+    #[error("invalid session: {0}")]
+    InvalidSession(String),
+    /// A login attempt failed (any cause: the answer is the same for all).
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// Refused by a rule (policy, CSRF origin check).
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// Rate limited or locked out; retry after this many seconds.
+    #[error("too many requests (retry after {0}s)")]
+    TooManyRequests(u64),
+    /// A JSON endpoint was sent something else.
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
     /// The request body exceeds the route's `max_body`.
     #[error("request body too large")]
     BodyTooLarge,
@@ -45,6 +60,12 @@ pub enum GateError {
     /// The upstream broke the exchange after it began.
     #[error("upstream failed: {0}")]
     UpstreamFailed(String),
+    /// The state store (sessions, counters) cannot answer: fail closed.
+    #[error("state store unavailable: {0}")]
+    StateUnavailable(String),
+    /// The audit trail cannot record a PHI access: fail closed.
+    #[error("audit unavailable: {0}")]
+    AuditUnavailable(String),
     /// A bug or resource problem inside Wardgate.
     #[error("internal error: {0}")]
     Internal(String),
@@ -60,10 +81,17 @@ impl GateError {
             GateError::AmbiguousPath(_) => StatusCode::BAD_REQUEST,
             GateError::NoRoute => StatusCode::NOT_FOUND,
             GateError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            GateError::InvalidSession(_) => StatusCode::UNAUTHORIZED,
+            GateError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            GateError::Forbidden(_) => StatusCode::FORBIDDEN,
+            GateError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            GateError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GateError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GateError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             GateError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GateError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
+            GateError::StateUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GateError::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GateError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -79,12 +107,18 @@ impl GateError {
 
     /// The fixed error code in the client-visible JSON body (never the detailed cause).
     pub fn code(&self) -> &'static str {
+        if matches!(self, GateError::InvalidCredentials) {
+            return "invalid_credentials";
+        }
         match self.status().as_u16() {
             400 => "bad_request",
             401 => "unauthorized",
             403 => "forbidden",
             404 => "not_found",
             413 => "payload_too_large",
+            415 => "unsupported_media_type",
+            429 => "too_many_requests",
+            503 => "unavailable",
             502 => "bad_gateway",
             504 => "gateway_timeout",
             _ => "internal_error",
@@ -107,6 +141,21 @@ mod tests {
             ),
             (GateError::NoRoute, 404, Blame::Client),
             (GateError::Unauthenticated, 401, Blame::Client),
+            (GateError::InvalidSession("x".into()), 401, Blame::Client),
+            (GateError::InvalidCredentials, 401, Blame::Client),
+            (GateError::Forbidden("x"), 403, Blame::Client),
+            (GateError::TooManyRequests(3), 429, Blame::Client),
+            (GateError::UnsupportedMediaType, 415, Blame::Client),
+            (
+                GateError::StateUnavailable("x".into()),
+                503,
+                Blame::Internal,
+            ),
+            (
+                GateError::AuditUnavailable("x".into()),
+                503,
+                Blame::Internal,
+            ),
             (GateError::BodyTooLarge, 413, Blame::Client),
             (
                 GateError::UpstreamUnreachable("x".into()),

@@ -15,19 +15,37 @@ use crate::config::ResponseHeaders;
 /// `X-Request-Id`.
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// Builds the answer for a refused or failed request.
+/// Builds the answer for a refused or failed request. A browser navigation that needs to sign
+/// in is redirected to the login page instead of getting a bare 401.
 pub fn error_response(ctx: &RequestCtx, error: &GateError) -> Response<Body> {
     let payload = serde_json::json!({ "error": error.code(), "request_id": ctx.request_id() });
     let mut response = Response::new(body::full(payload.to_string()));
-    *response.status_mut() = error.status();
+    let login = match error {
+        GateError::Unauthenticated | GateError::InvalidSession(_) => ctx.login_redirect.clone(),
+        _ => None,
+    };
+    *response.status_mut() = if login.is_some() {
+        StatusCode::FOUND
+    } else {
+        error.status()
+    };
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if error.status() == StatusCode::UNAUTHORIZED {
-        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    if let Some(location) = login {
+        headers.insert(header::LOCATION, location);
+    }
+    match error {
+        GateError::Unauthenticated | GateError::InvalidSession(_) => {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        GateError::TooManyRequests(seconds) => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+        }
+        _ => {}
     }
     response
 }

@@ -130,6 +130,16 @@ fn display_ip(ip: IpAddr) -> String {
     }
 }
 
+/// Writes the verified caller's identity for the backend (after all client values were removed).
+pub fn set_identity(headers: &mut HeaderMap, principal: &crate::authn::Principal) {
+    if let Ok(user) = HeaderValue::from_str(&principal.user.name) {
+        headers.insert("x-wardgate-user", user);
+    }
+    if let Ok(roles) = HeaderValue::from_str(&principal.user.roles.join(",")) {
+        headers.insert("x-wardgate-roles", roles);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,113 @@
+//! Wardgate's own endpoints under `/.wardgate/`: the login portal and its JSON API.
+//!
+//! A plain match on method and path. Every POST is refused (403) when its `Origin` is not
+//! Wardgate's own, JSON endpoints accept only `application/json`, and bodies are small and
+//! bounded. Answers are never cached.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::app::App;
+use crate::body::{self, Body};
+use crate::gate::context::RequestCtx;
+use crate::gate::error::GateError;
+use crate::gate::target::RequestTarget;
+
+mod api;
+pub mod flow;
+mod pages;
+
+/// Largest body accepted by a portal endpoint.
+const MAX_PORTAL_BODY: usize = 16 * 1024;
+/// Cookie carrying a login between the password and the TOTP step.
+pub const PENDING_COOKIE: &str = "__Host-wardgate-pending";
+
+/// Whether `path` belongs to the portal.
+pub fn owns(path: &str) -> bool {
+    path == "/.wardgate" || path.starts_with("/.wardgate/")
+}
+
+/// Answers a portal request.
+pub async fn handle(
+    app: &App,
+    ctx: &mut RequestCtx,
+    target: &RequestTarget,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, GateError> {
+    ctx.login_redirect = None;
+    let method = req.method().clone();
+    if method == Method::POST {
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok());
+        let cross_site = req
+            .headers()
+            .get("sec-fetch-site")
+            .is_some_and(|v| v == "cross-site");
+        if origin.is_some_and(|o| o != app.config.listen.public_url) || cross_site {
+            return Err(GateError::Forbidden("cross-origin POST to the portal"));
+        }
+    }
+    let mut response = match (method, target.path.as_str()) {
+        (Method::GET, "/.wardgate" | "/.wardgate/") => pages::home(app, &req).await,
+        (Method::GET, "/.wardgate/login") => Ok(pages::login_form(target, None, StatusCode::OK)),
+        (Method::POST, "/.wardgate/login") => pages::login_submit(app, ctx, req).await,
+        (Method::GET, "/.wardgate/login/totp") => pages::code_form(app, &req, false).await,
+        (Method::GET, "/.wardgate/enroll") => pages::code_form(app, &req, true).await,
+        (Method::POST, "/.wardgate/login/totp" | "/.wardgate/enroll") => {
+            pages::code_submit(app, ctx, req).await
+        }
+        (Method::POST, "/.wardgate/logout") => pages::logout(app, ctx, req).await,
+        (Method::GET, "/.wardgate/assets/portal.css") => Ok(pages::stylesheet()),
+        (Method::GET, "/.wardgate/session") => api::session(app, &req).await,
+        (Method::POST, "/.wardgate/api/login") => api::login(app, ctx, req).await,
+        (Method::POST, "/.wardgate/api/enroll") => api::enroll(app, ctx, req).await,
+        (Method::POST, "/.wardgate/api/logout") => api::logout(app, ctx, req).await,
+        _ => Err(GateError::NoRoute),
+    }?;
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// Reads a small body, refusing anything over [`MAX_PORTAL_BODY`].
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, GateError> {
+    Limited::new(req.into_body(), MAX_PORTAL_BODY)
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .map_err(|_| GateError::BodyTooLarge)
+}
+
+fn has_content_type<B>(req: &Request<B>, expected: &str) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(expected))
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(body::full(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `Set-Cookie` for a `__Host-` cookie (Secure, HttpOnly, SameSite=Strict, Path=/).
+fn set_cookie(name: &str, value: &str, max_age: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}"
+    ))
+    .unwrap_or(HeaderValue::from_static(
+        "__Host-wardgate=; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+    ))
+}

@@ -1,0 +1,121 @@
+//! The JSON API for non-browser clients: login, enroll, logout, whoami.
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use super::flow;
+use super::{has_content_type, json_response, read_body, set_cookie};
+use crate::app::App;
+use crate::authn::{credential, same_origin, session, CredentialSource, SESSION_COOKIE};
+use crate::body::{self, Body};
+use crate::gate::context::RequestCtx;
+use crate::gate::error::GateError;
+use crate::state::unix_now;
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    username: String,
+    password: String,
+    #[serde(default)]
+    totp: String,
+}
+
+async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, GateError> {
+    if !has_content_type(&req, "application/json") {
+        return Err(GateError::UnsupportedMediaType);
+    }
+    let bytes = read_body(req).await?;
+    serde_json::from_slice(&bytes).map_err(|_| GateError::BadRequest("malformed JSON body"))
+}
+
+/// `POST /.wardgate/api/login` `{"username","password","totp"}` → `{"token","expires_in"}`.
+pub(super) async fn login(
+    app: &App,
+    ctx: &RequestCtx,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, GateError> {
+    let input: LoginRequest = read_json(req).await?;
+    let user = flow::password_step(app, ctx, &input.username, &input.password).await?;
+    flow::totp_step(app, ctx, &user, &input.totp).await?;
+    let (token, lifetime) = flow::open_session(app, ctx, &user).await?;
+    let mut response = json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "token": token, "expires_in": lifetime }),
+    );
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        set_cookie(SESSION_COOKIE, &token, lifetime),
+    );
+    Ok(response)
+}
+
+/// `POST /.wardgate/api/enroll` `{"username","password"}` → `{"otpauth"}` for a user without
+/// a confirmed TOTP secret.
+pub(super) async fn enroll(
+    app: &App,
+    ctx: &RequestCtx,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, GateError> {
+    let input: LoginRequest = read_json(req).await?;
+    let user = flow::password_step(app, ctx, &input.username, &input.password).await?;
+    if user.totp_confirmed {
+        return Err(GateError::InvalidCredentials);
+    }
+    let (otpauth, _) = flow::start_enrollment(app, ctx, &user, false)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "otpauth": otpauth }),
+    ))
+}
+
+/// `POST /.wardgate/api/logout` → 204; the session is revoked.
+pub(super) async fn logout(
+    app: &App,
+    ctx: &RequestCtx,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, GateError> {
+    if let Some((token, source)) = credential(req.headers()) {
+        if source == CredentialSource::Cookie
+            && !same_origin(req.headers(), &app.config.listen.public_url)
+        {
+            return Err(GateError::Forbidden(
+                "logout with cookie from another origin",
+            ));
+        }
+        if let Ok(principal) = session::validate(app, token, unix_now()).await {
+            app.state
+                .revoke_session(&principal.session_id)
+                .await
+                .map_err(|e| GateError::StateUnavailable(e.to_string()))?;
+            crate::authn::events::emit(
+                crate::authn::events::Event::Logout,
+                &principal.user.name,
+                &ctx.conn.peer.ip().to_string(),
+                "user logout",
+            );
+        }
+    }
+    let mut response = Response::new(body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0));
+    Ok(response)
+}
+
+/// `GET /.wardgate/session` → who is signed in, or 401.
+pub(super) async fn session(
+    app: &App,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, GateError> {
+    let (token, _) = credential(req.headers()).ok_or(GateError::Unauthenticated)?;
+    let principal = session::validate(app, token, unix_now()).await?;
+    let mut response = json_response(StatusCode::OK, &principal.to_json());
+    response.headers_mut().insert(
+        header::VARY,
+        HeaderValue::from_static("Cookie, Authorization"),
+    );
+    Ok(response)
+}

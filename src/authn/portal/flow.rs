@@ -1,0 +1,236 @@
+//! The login steps shared by the HTML pages and the JSON API: password, TOTP, session.
+//!
+//! Every failure of a step is the same `InvalidCredentials`, whatever the cause (unknown user,
+//! wrong password, disabled account, wrong or replayed code), and an unknown user still costs
+//! one argon2 verification against a dummy hash, so neither the answer nor its timing tells
+//! an attacker which names exist.
+
+use std::sync::Arc;
+
+use crate::app::App;
+use crate::authn::events::{emit, Event};
+use crate::authn::totp::{self, TotpCheck};
+use crate::authn::users::User;
+use crate::authn::{lockout, session};
+use crate::gate::context::RequestCtx;
+use crate::gate::error::GateError;
+use crate::state::unix_now;
+
+/// Longest username accepted at the login endpoints.
+const MAX_USERNAME: usize = 128;
+
+fn source_ip(ctx: &RequestCtx) -> String {
+    ctx.conn.peer.ip().to_string()
+}
+
+/// Step 1: rate limits, lockout, then the password. Returns the account on success.
+pub async fn password_step(
+    app: &App,
+    ctx: &RequestCtx,
+    username: &str,
+    password: &str,
+) -> Result<Arc<User>, GateError> {
+    let ip = source_ip(ctx);
+    let now = unix_now();
+    lockout::check_ip(app, &ip).await?;
+    if username.is_empty()
+        || username.len() > MAX_USERNAME
+        || password.len() > 4 * crate::authn::password::MAX_PASSWORD_LEN
+    {
+        emit(
+            Event::LoginFailed,
+            "-",
+            &ip,
+            "malformed username or password",
+        );
+        return Err(GateError::InvalidCredentials);
+    }
+    lockout::check_account(app, username, now).await?;
+    let user = app.users.get(username);
+    let phc = user.as_ref().map(|u| u.password.clone());
+    let verified = app.passwords.verify(password.to_string(), phc).await;
+    match user {
+        Some(user) if verified && !user.disabled => Ok(user),
+        other => {
+            let reason = match other {
+                None => "unknown user",
+                Some(u) if u.disabled => "account disabled",
+                Some(_) => "wrong password",
+            };
+            lockout::record_failure(app, username, &ip, now).await?;
+            emit(Event::LoginFailed, username, &ip, reason);
+            Err(GateError::InvalidCredentials)
+        }
+    }
+}
+
+/// Step 2: the TOTP code, spent once. Confirms a pending enrollment on success.
+pub async fn totp_step(
+    app: &App,
+    ctx: &RequestCtx,
+    user: &User,
+    code: &str,
+) -> Result<(), GateError> {
+    let ip = source_ip(ctx);
+    let now = unix_now();
+    lockout::check_ip(app, &ip).await?;
+    lockout::check_account(app, &user.name, now).await?;
+    let secret = app
+        .users
+        .totp_secret(user)
+        .map_err(|e| GateError::Internal(e.to_string()))?;
+    let check = match &secret {
+        Some(secret) => totp::verify(app.state.as_ref(), &user.name, secret, code, now)
+            .await
+            .map_err(|e| GateError::StateUnavailable(e.to_string()))?,
+        None => TotpCheck::Rejected,
+    };
+    if check == TotpCheck::Rejected {
+        lockout::record_failure(app, &user.name, &ip, now).await?;
+        let reason = if secret.is_some() {
+            "wrong or reused code"
+        } else {
+            "not enrolled"
+        };
+        emit(Event::TotpFailed, &user.name, &ip, reason);
+        return Err(GateError::InvalidCredentials);
+    }
+    if !user.totp_confirmed {
+        app.users
+            .update(&user.name, |u| u.totp_confirmed = true)
+            .map_err(|e| GateError::Internal(e.to_string()))?;
+        emit(Event::Enroll, &user.name, &ip, "TOTP enrollment confirmed");
+    }
+    Ok(())
+}
+
+/// Step 3: both factors proved: clear failures and open a session. Returns (token, lifetime).
+pub async fn open_session(
+    app: &App,
+    ctx: &RequestCtx,
+    user: &User,
+) -> Result<(String, u64), GateError> {
+    let ip = source_ip(ctx);
+    lockout::record_success(app, &user.name).await?;
+    let session = session::create(
+        app,
+        user,
+        vec!["pwd".into(), "otp".into()],
+        ip.clone(),
+        unix_now(),
+    )
+    .await?;
+    emit(Event::Login, &user.name, &ip, "password and TOTP");
+    Ok(session)
+}
+
+/// Gives `user` a new unconfirmed TOTP secret unless one is pending already; returns the
+/// otpauth URI and the base32 secret.
+pub fn start_enrollment(
+    app: &App,
+    ctx: &RequestCtx,
+    user: &User,
+    fresh: bool,
+) -> Result<(String, String), GateError> {
+    let internal = |e: crate::authn::users::UserError| GateError::Internal(e.to_string());
+    let existing = if fresh {
+        None
+    } else {
+        app.users.totp_secret(user).map_err(internal)?
+    };
+    let secret = match existing {
+        Some(secret) => secret,
+        None => {
+            let secret = totp::new_secret();
+            let sealed = app.users.seal(&user.name, &secret);
+            app.users
+                .update(&user.name, |u| {
+                    u.totp_secret = Some(sealed);
+                    u.totp_confirmed = false;
+                })
+                .map_err(internal)?;
+            emit(
+                Event::Enroll,
+                &user.name,
+                &source_ip(ctx),
+                "TOTP enrollment started",
+            );
+            secret
+        }
+    };
+    Ok((
+        totp::otpauth_uri(&secret, &user.name),
+        totp::base32(&secret),
+    ))
+}
+
+/// A return path that can only lead back to this origin; anything doubtful becomes `/`.
+pub fn safe_return(requested: &str) -> String {
+    let decoded: String = percent_decode(requested);
+    let doubtful = |p: &str| {
+        !p.starts_with('/')
+            || p.starts_with("//")
+            || p.contains('\\')
+            || p.chars().any(|c| c.is_control())
+            || p.starts_with("/.wardgate/login")
+    };
+    if requested.len() > 2048
+        || doubtful(requested)
+        || doubtful(&decoded)
+        || requested.parse::<http::uri::PathAndQuery>().is_err()
+    {
+        return "/".to_string();
+    }
+    requested.to_string()
+}
+
+fn percent_decode(text: &str) -> String {
+    let mut current = text.to_string();
+    // Decode repeatedly so %252F-style layering cannot hide a second slash.
+    for _ in 0..3 {
+        let next: String = serde_urlencoded::from_str::<Vec<(String, String)>>(&format!(
+            "x={}",
+            current.replace('&', "%26").replace('+', "%2B")
+        ))
+        .ok()
+        .and_then(|mut pairs| pairs.pop())
+        .map(|(_, value)| value)
+        .unwrap_or_default();
+        if next == current {
+            break;
+        }
+        current = next;
+    }
+    current
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_paths_stay_on_this_origin() {
+        for good in ["/", "/patients/1/records?x=1", "/a%20b"] {
+            assert_eq!(safe_return(good), good);
+        }
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "https:evil.example",
+            "/\\evil.example",
+            "\\\\evil",
+            "/%2Fevil.example",
+            "/%2fevil.example",
+            "%2F%2Fevil.example",
+            "/%5Cevil.example",
+            "/%252F%252Fevil",
+            "javascript:alert(1)",
+            "/\t/evil",
+            "",
+            "evil",
+            "/.wardgate/login?rd=//evil",
+        ] {
+            assert_eq!(safe_return(bad), "/", "{bad}");
+        }
+    }
+}

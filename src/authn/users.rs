@@ -1,0 +1,388 @@
+//! The users file: who may sign in, with which roles, groups and claims.
+//!
+//! One TOML file (`[users] file`), always written whole to a temporary file and renamed into
+//! place with mode 0600, so a crash never leaves half a file and other local users cannot read
+//! hashes. Password hashes are argon2id PHC strings. TOTP secrets are sealed with
+//! ChaCha20-Poly1305 under a key kept outside the file (`[users] key_file` or `key_env`), with
+//! the username as associated data so a secret cannot be moved to another account.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+/// One account.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// Login name (unique).
+    pub name: String,
+    /// Name shown in the portal.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub display_name: String,
+    /// Roles, e.g. `clinician`, `patient`.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Groups, e.g. departments.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Custom claims, e.g. `patient_id`.
+    #[serde(default)]
+    pub claims: BTreeMap<String, String>,
+    /// argon2id PHC string.
+    pub password: String,
+    /// Sealed TOTP secret (`v1:` + base64 of nonce and ciphertext), absent before enrollment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_secret: Option<String>,
+    /// Whether a code from `totp_secret` has been accepted once (enrollment confirmed).
+    #[serde(default)]
+    pub totp_confirmed: bool,
+    /// Disabled accounts cannot sign in and their sessions stop working.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Sessions authenticated before this time (Unix seconds) are no longer valid: set by
+    /// password change, TOTP reset and disable.
+    #[serde(default)]
+    pub sessions_valid_after: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersFile {
+    #[serde(default)]
+    users: Vec<User>,
+}
+
+/// Why the users file or its key could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    /// Reading, parsing or writing a file failed.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A sealed secret could not be opened (wrong key, or moved between accounts).
+    #[error("TOTP secret of `{0}` cannot be decrypted with the configured key")]
+    Sealed(String),
+    /// No such user.
+    #[error("no user `{0}`")]
+    Unknown(String),
+    /// A user of that name exists.
+    #[error("user `{0}` already exists")]
+    Exists(String),
+}
+
+fn file_error(path: &Path, message: impl ToString) -> UserError {
+    UserError::File {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// The users file plus the key that seals TOTP secrets.
+pub struct UserStore {
+    path: PathBuf,
+    cipher: ChaCha20Poly1305,
+    users: ArcSwap<BTreeMap<String, Arc<User>>>,
+    seen_modified: std::sync::Mutex<Option<std::time::SystemTime>>,
+}
+
+impl std::fmt::Debug for UserStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UserStore {
+    /// Opens the users file (absent means no users yet) with the sealing key from `key_env`
+    /// (if set in the environment) or `key_file` (created with a random key if absent).
+    pub fn open(
+        path: &Path,
+        key_file: &Path,
+        key_env: Option<&str>,
+    ) -> Result<UserStore, UserError> {
+        let key = load_key(key_file, key_env)?;
+        let store = UserStore {
+            path: path.to_path_buf(),
+            cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+            users: ArcSwap::from_pointee(BTreeMap::new()),
+            seen_modified: std::sync::Mutex::new(None),
+        };
+        let modified = store.modified();
+        store.users.store(Arc::new(store.read()?));
+        store.remember(modified);
+        Ok(store)
+    }
+
+    fn modified(&self) -> Option<std::time::SystemTime> {
+        std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
+    fn remember(&self, modified: Option<std::time::SystemTime>) {
+        if let Ok(mut seen) = self.seen_modified.lock() {
+            *seen = modified;
+        }
+    }
+
+    /// Re-reads the file if it changed on disk (e.g. by `wardgate user ...`). A file that no
+    /// longer parses is refused and the users already loaded stay in force.
+    pub fn refresh_if_changed(&self) {
+        let modified = self.modified();
+        let changed = self
+            .seen_modified
+            .lock()
+            .map(|seen| *seen != modified)
+            .unwrap_or(false);
+        if !changed {
+            return;
+        }
+        match self.read() {
+            Ok(users) => {
+                self.users.store(Arc::new(users));
+                tracing::info!(file = %self.path.display(), "users file reloaded");
+            }
+            Err(err) => tracing::error!("users file refused, previous users kept: {err}"),
+        }
+        self.remember(modified);
+    }
+
+    fn read(&self) -> Result<BTreeMap<String, Arc<User>>, UserError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(err) => return Err(file_error(&self.path, err)),
+        };
+        let file: UsersFile = toml::from_str(&text).map_err(|err| {
+            let issue = crate::config::error::from_toml_error(&self.path, &text, &err);
+            file_error(
+                &self.path,
+                format!("line {}: {}: {}", issue.line, issue.field, issue.message),
+            )
+        })?;
+        let mut users = BTreeMap::new();
+        for user in file.users {
+            if users.contains_key(&user.name) {
+                return Err(file_error(
+                    &self.path,
+                    format!("user `{}` appears twice", user.name),
+                ));
+            }
+            users.insert(user.name.clone(), Arc::new(user));
+        }
+        Ok(users)
+    }
+
+    /// The user called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<User>> {
+        self.users.load().get(name).cloned()
+    }
+
+    /// All users, by name.
+    pub fn all(&self) -> Vec<Arc<User>> {
+        self.users.load().values().cloned().collect()
+    }
+
+    /// Adds a user; fails if the name is taken.
+    pub fn add(&self, user: User) -> Result<(), UserError> {
+        let mut users = self.read()?;
+        if users.contains_key(&user.name) {
+            return Err(UserError::Exists(user.name));
+        }
+        users.insert(user.name.clone(), Arc::new(user));
+        self.write(users)
+    }
+
+    /// Re-reads the file, applies `change` to `name`, and writes the file atomically.
+    pub fn update(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut User),
+    ) -> Result<Arc<User>, UserError> {
+        let mut users = self.read()?;
+        let current = users
+            .get(name)
+            .ok_or_else(|| UserError::Unknown(name.to_string()))?;
+        let mut updated = User::clone(current);
+        change(&mut updated);
+        let updated = Arc::new(updated);
+        users.insert(name.to_string(), Arc::clone(&updated));
+        self.write(users)?;
+        Ok(updated)
+    }
+
+    fn write(&self, users: BTreeMap<String, Arc<User>>) -> Result<(), UserError> {
+        let file = UsersFile {
+            users: users.values().map(|u| User::clone(u)).collect(),
+        };
+        let text = toml::to_string_pretty(&file).map_err(|err| file_error(&self.path, err))?;
+        write_atomic(&self.path, text.as_bytes()).map_err(|err| file_error(&self.path, err))?;
+        self.users.store(Arc::new(users));
+        self.remember(self.modified());
+        Ok(())
+    }
+
+    /// Seals a TOTP secret for `user`.
+    pub fn seal(&self, user: &str, secret: &[u8]) -> String {
+        let mut nonce = [0u8; 12];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: secret,
+                    aad: user.as_bytes(),
+                },
+            )
+            .unwrap_or_default();
+        let mut bytes = nonce.to_vec();
+        bytes.extend_from_slice(&sealed);
+        format!("v1:{}", STANDARD.encode(bytes))
+    }
+
+    /// Opens the TOTP secret of `user`, if any.
+    pub fn totp_secret(&self, user: &User) -> Result<Option<Vec<u8>>, UserError> {
+        let Some(sealed) = &user.totp_secret else {
+            return Ok(None);
+        };
+        let bytes = sealed
+            .strip_prefix("v1:")
+            .and_then(|b| STANDARD.decode(b).ok())
+            .filter(|b| b.len() > 12)
+            .ok_or_else(|| UserError::Sealed(user.name.clone()))?;
+        let (nonce, ciphertext) = bytes.split_at(12);
+        self.cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: user.name.as_bytes(),
+                },
+            )
+            .map(Some)
+            .map_err(|_| UserError::Sealed(user.name.clone()))
+    }
+}
+
+fn load_key(key_file: &Path, key_env: Option<&str>) -> Result<Vec<u8>, UserError> {
+    let decode = |text: &str, origin: &Path| -> Result<Vec<u8>, UserError> {
+        STANDARD
+            .decode(text.trim())
+            .or_else(|_| URL_SAFE_NO_PAD.decode(text.trim()))
+            .ok()
+            .filter(|k| k.len() == 32)
+            .ok_or_else(|| file_error(origin, "key must be 32 bytes, base64-encoded"))
+    };
+    if let Some(var) = key_env {
+        if let Ok(text) = std::env::var(var) {
+            return decode(&text, Path::new(var));
+        }
+    }
+    match std::fs::read_to_string(key_file) {
+        Ok(text) => decode(&text, key_file),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = vec![0u8; 32];
+            rand::thread_rng().fill_bytes(&mut key);
+            if let Some(dir) = key_file.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
+            }
+            write_atomic(key_file, format!("{}\n", STANDARD.encode(&key)).as_bytes())
+                .map_err(|e| file_error(key_file, e))?;
+            tracing::warn!(key = %key_file.display(), "generated a new key for sealing TOTP secrets: back it up with the users file");
+            Ok(key)
+        }
+        Err(err) => Err(file_error(key_file, err)),
+    }
+}
+
+/// Writes `bytes` to `path` via a temporary file and rename, mode 0600, fsynced.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut suffix = [0u8; 6];
+    rand::thread_rng().fill_bytes(&mut suffix);
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!(
+        ".{file_name}.{}.tmp",
+        URL_SAFE_NO_PAD.encode(suffix)
+    ));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_secret_opens_only_for_its_own_user_and_file_is_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = UserStore::open(
+            &dir.path().join("users.toml"),
+            &dir.path().join("users.key"),
+            None,
+        )
+        .expect("open");
+        let sealed = store.seal("alice", b"0123456789abcdefghij");
+        let alice = User {
+            name: "alice".into(),
+            totp_secret: Some(sealed.clone()),
+            ..User::default()
+        };
+        store.add(alice.clone()).expect("add");
+        assert_eq!(
+            store.totp_secret(&alice).expect("open").as_deref(),
+            Some(&b"0123456789abcdefghij"[..])
+        );
+        let mallory = User {
+            name: "mallory".into(),
+            totp_secret: Some(sealed),
+            ..User::default()
+        };
+        assert!(store.totp_secret(&mallory).is_err());
+        let text = std::fs::read_to_string(dir.path().join("users.toml")).expect("read");
+        assert!(!text.contains("0123456789abcdefghij"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("users.toml"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(store
+            .add(User {
+                name: "alice".into(),
+                ..User::default()
+            })
+            .is_err());
+    }
+}

@@ -1,0 +1,111 @@
+//! Shared state: what must hold across requests (and, with Redis, across replicas).
+//!
+//! Sessions and their revocation, the last TOTP step each user spent, failure counters and
+//! lockouts, rate-limit windows, and half-finished logins. One trait, so the in-memory store of
+//! a single clinic proxy and the Redis store of a hospital deployment are interchangeable. Every
+//! method can fail with [`StateError`]; callers treat that as "deny" (fail closed).
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+pub mod memory;
+
+/// The state store is unreachable or broken.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("state store unavailable: {0}")]
+pub struct StateError(pub String);
+
+/// A server-side session: the signed token is only a reference to this record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Random session id (the token's `sid`).
+    pub id: String,
+    /// Username.
+    pub user: String,
+    /// When the user proved the factors (seconds since the Unix epoch).
+    pub auth_time: u64,
+    /// When the session was created.
+    pub created: u64,
+    /// Last request seen.
+    pub last_seen: u64,
+    /// Authentication methods (RFC 8176): `pwd`, `otp`.
+    pub amr: Vec<String>,
+    /// Source IP at login.
+    pub source_ip: String,
+}
+
+/// A login that passed the password step and waits for its TOTP code (browser flow).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingLogin {
+    /// Username.
+    pub user: String,
+    /// Same-origin path to return to after login.
+    pub return_to: String,
+}
+
+/// Failure counter of one key (an account name or a source address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Failures {
+    /// Consecutive failures.
+    pub count: u32,
+    /// Locked until this time (seconds since the Unix epoch), 0 if not locked.
+    pub locked_until: u64,
+}
+
+/// The shared-state operations Wardgate needs. Implementations must make
+/// `use_totp_step`, `add_failure` and `hit_rate_limit` atomic.
+#[async_trait::async_trait]
+pub trait StateStore: Send + Sync + std::fmt::Debug {
+    /// Stores a new session that lives at most `ttl`.
+    async fn put_session(&self, session: &SessionRecord, ttl: Duration) -> Result<(), StateError>;
+    /// Looks a session up; `None` if it never existed, expired or was revoked.
+    async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StateError>;
+    /// Records activity on a session.
+    async fn touch_session(&self, id: &str, now: u64) -> Result<(), StateError>;
+    /// Revokes one session. Returns whether it existed.
+    async fn revoke_session(&self, id: &str) -> Result<bool, StateError>;
+    /// Revokes every session of `user`; returns how many.
+    async fn revoke_user(&self, user: &str) -> Result<usize, StateError>;
+    /// Lists sessions, optionally of one user.
+    async fn list_sessions(&self, user: Option<&str>) -> Result<Vec<SessionRecord>, StateError>;
+    /// Spends TOTP time step `step` for `user`: true only if it is later than any step spent
+    /// before (so each code works once).
+    async fn use_totp_step(&self, user: &str, step: u64) -> Result<bool, StateError>;
+    /// Current failures of `key`.
+    async fn failures(&self, key: &str) -> Result<Failures, StateError>;
+    /// Counts one failure and applies `lock_for(count)`; returns the new state.
+    async fn add_failure(
+        &self,
+        key: &str,
+        now: u64,
+        lock_for: fn(u32) -> u64,
+    ) -> Result<Failures, StateError>;
+    /// Clears the failures of `key` (after a success).
+    async fn clear_failures(&self, key: &str) -> Result<(), StateError>;
+    /// Counts a hit in the fixed window of `key`; `Err(retry_after)` in seconds when over `limit`.
+    async fn hit_rate_limit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Result<Result<(), u64>, StateError>;
+    /// Stores a half-finished login for `ttl`.
+    async fn put_pending(
+        &self,
+        id: &str,
+        pending: &PendingLogin,
+        ttl: Duration,
+    ) -> Result<(), StateError>;
+    /// Reads a half-finished login.
+    async fn get_pending(&self, id: &str) -> Result<Option<PendingLogin>, StateError>;
+    /// Removes a half-finished login.
+    async fn drop_pending(&self, id: &str) -> Result<(), StateError>;
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
