@@ -69,17 +69,41 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value.trim())
 }
 
-/// Whether a request comes from Wardgate's own origin (Origin header, or Sec-Fetch-Site).
-pub fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
+/// Where a request says it comes from, relative to Wardgate's own origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOrigin {
+    /// `Origin` equals `public_url`, or `Sec-Fetch-Site: same-origin`.
+    Same,
+    /// Another origin, or `Sec-Fetch-Site` says cross-site / same-site.
+    Foreign,
+    /// Neither header tells (non-browser clients).
+    Unknown,
+}
+
+/// Reads `Origin` (and, when it is absent or `null`, `Sec-Fetch-Site`).
+pub fn request_origin(headers: &HeaderMap, public_url: &str) -> RequestOrigin {
     match headers
         .get(http::header::ORIGIN)
         .and_then(|v| v.to_str().ok())
     {
-        Some(origin) => origin == public_url,
-        None => headers
-            .get("sec-fetch-site")
-            .is_some_and(|v| v == "same-origin"),
+        Some(origin) if origin != "null" => {
+            if origin == public_url {
+                RequestOrigin::Same
+            } else {
+                RequestOrigin::Foreign
+            }
+        }
+        _ => match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+            Some("same-origin") => RequestOrigin::Same,
+            Some("cross-site" | "same-site") => RequestOrigin::Foreign,
+            _ => RequestOrigin::Unknown,
+        },
     }
+}
+
+/// Whether a request provably comes from Wardgate's own origin.
+pub fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
+    request_origin(headers, public_url) == RequestOrigin::Same
 }
 
 /// Returns the caller's identity, or why the request is refused.

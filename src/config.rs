@@ -94,6 +94,8 @@ pub struct AuthConfig {
     pub max_lifetime: Duration,
     /// Login attempts per source IP per minute.
     pub ip_limit: u32,
+    /// Account lockout back-off.
+    pub lock_policy: crate::state::LockPolicy,
 }
 
 /// Source of the server certificate.

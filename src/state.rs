@@ -27,6 +27,8 @@ pub struct SessionRecord {
     pub auth_time: u64,
     /// When the session was created.
     pub created: u64,
+    /// Login time in milliseconds, compared with `User::sessions_valid_after_ms`.
+    pub auth_ms: u64,
     /// Last request seen.
     pub last_seen: u64,
     /// Authentication methods (RFC 8176): `pwd`, `otp`.
@@ -53,6 +55,35 @@ pub struct Failures {
     pub locked_until: u64,
 }
 
+/// Exponential back-off after repeated failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockPolicy {
+    /// Failures allowed before back-off starts.
+    pub free_failures: u32,
+    /// First lock, in seconds; doubles with each further failure.
+    pub base_secs: u64,
+    /// Longest back-off lock, in seconds.
+    pub max_secs: u64,
+    /// Consecutive failures after which the account is locked for a day (NIST: at most 100).
+    pub hard_limit: u32,
+}
+
+impl LockPolicy {
+    /// Lock duration in seconds after `count` consecutive failures.
+    pub fn lock_for(&self, count: u32) -> u64 {
+        if count >= self.hard_limit {
+            return 24 * 3600;
+        }
+        if count < self.free_failures {
+            return 0;
+        }
+        let doublings = (count - self.free_failures).min(20);
+        self.base_secs
+            .saturating_mul(1u64 << doublings)
+            .min(self.max_secs)
+    }
+}
+
 /// The shared-state operations Wardgate needs. Implementations must make
 /// `use_totp_step`, `add_failure` and `hit_rate_limit` atomic.
 #[async_trait::async_trait]
@@ -74,12 +105,12 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     async fn use_totp_step(&self, user: &str, step: u64) -> Result<bool, StateError>;
     /// Current failures of `key`.
     async fn failures(&self, key: &str) -> Result<Failures, StateError>;
-    /// Counts one failure and applies `lock_for(count)`; returns the new state.
+    /// Counts one failure and applies `policy`'s lock for the new count; returns the new state.
     async fn add_failure(
         &self,
         key: &str,
         now: u64,
-        lock_for: fn(u32) -> u64,
+        policy: LockPolicy,
     ) -> Result<Failures, StateError>;
     /// Clears the failures of `key` (after a success).
     async fn clear_failures(&self, key: &str) -> Result<(), StateError>;
@@ -101,6 +132,13 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     async fn get_pending(&self, id: &str) -> Result<Option<PendingLogin>, StateError>;
     /// Removes a half-finished login.
     async fn drop_pending(&self, id: &str) -> Result<(), StateError>;
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Seconds since the Unix epoch.

@@ -5,6 +5,10 @@ mod support;
 
 #[path = "proxy/admin.rs"]
 mod admin;
+#[path = "proxy/auth_api.rs"]
+mod auth_api;
+#[path = "proxy/browser.rs"]
+mod browser;
 #[path = "proxy/config_errors.rs"]
 mod config_errors;
 #[path = "proxy/default_deny.rs"]
@@ -17,6 +21,8 @@ mod lifecycle;
 mod normalization;
 #[path = "proxy/tls.rs"]
 mod tls;
+#[path = "proxy/tokens.rs"]
+mod tokens;
 #[path = "proxy/upstream_errors.rs"]
 mod upstream_errors;
 #[path = "proxy/websocket.rs"]

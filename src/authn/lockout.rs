@@ -2,8 +2,8 @@
 //! with exponential back-off.
 //!
 //! Counters are keyed by the *submitted* username, whether or not such a user exists, so an
-//! unknown name locks exactly like a real one and lockout reveals nothing. Back-off: the first
-//! [`FREE_FAILURES`] failures cost nothing; then each failure locks the account for 30 s,
+//! unknown name locks exactly like a real one and lockout reveals nothing. Back-off (defaults,
+//! `[login]`): the first 5 failures cost nothing; then each failure locks the account for 30 s,
 //! doubling up to one hour; at 100 consecutive failures (the NIST SP 800-63B ceiling) the
 //! account stays locked for a day.
 
@@ -11,23 +11,6 @@ use std::time::Duration;
 
 use crate::app::App;
 use crate::gate::error::GateError;
-
-/// Failures allowed before back-off starts.
-pub const FREE_FAILURES: u32 = 5;
-/// Consecutive failures after which the account is locked for a day.
-pub const HARD_LIMIT: u32 = 100;
-
-/// Lock duration in seconds after `count` consecutive failures.
-pub fn lock_for(count: u32) -> u64 {
-    if count >= HARD_LIMIT {
-        return 24 * 3600;
-    }
-    if count < FREE_FAILURES {
-        return 0;
-    }
-    let doublings = (count - FREE_FAILURES).min(7);
-    (30u64 << doublings).min(3600)
-}
 
 fn account_key(name: &str) -> String {
     format!("acct:{}", name.to_lowercase())
@@ -76,10 +59,10 @@ pub async fn check_account(app: &App, name: &str, now: u64) -> Result<(), GateEr
 pub async fn record_failure(app: &App, name: &str, ip: &str, now: u64) -> Result<(), GateError> {
     let failures = app
         .state
-        .add_failure(&account_key(name), now, lock_for)
+        .add_failure(&account_key(name), now, app.config.auth.lock_policy)
         .await
         .map_err(state_error)?;
-    if failures.locked_until > now && failures.count >= FREE_FAILURES {
+    if failures.locked_until > now {
         super::events::emit(
             super::events::Event::Lockout,
             name,
@@ -100,16 +83,22 @@ pub async fn record_success(app: &App, name: &str) -> Result<(), GateError> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::state::LockPolicy;
 
     #[test]
     fn back_off_doubles_caps_and_hard_stops_at_100() {
-        assert_eq!((1..FREE_FAILURES).map(lock_for).sum::<u64>(), 0);
-        assert_eq!(lock_for(5), 30);
-        assert_eq!(lock_for(6), 60);
-        assert_eq!(lock_for(10), 960);
-        assert_eq!(lock_for(20), 3600);
-        assert_eq!(lock_for(99), 3600);
-        assert_eq!(lock_for(100), 86_400);
+        let policy = LockPolicy {
+            free_failures: 5,
+            base_secs: 30,
+            max_secs: 3600,
+            hard_limit: 100,
+        };
+        assert_eq!((1..5).map(|n| policy.lock_for(n)).sum::<u64>(), 0);
+        assert_eq!(policy.lock_for(5), 30);
+        assert_eq!(policy.lock_for(6), 60);
+        assert_eq!(policy.lock_for(10), 960);
+        assert_eq!(policy.lock_for(20), 3600);
+        assert_eq!(policy.lock_for(99), 3600);
+        assert_eq!(policy.lock_for(100), 86_400);
     }
 }

@@ -39,18 +39,9 @@ pub async fn handle(
 ) -> Result<Response<Body>, GateError> {
     ctx.login_redirect = None;
     let method = req.method().clone();
-    if method == Method::POST {
-        let origin = req
-            .headers()
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok());
-        let cross_site = req
-            .headers()
-            .get("sec-fetch-site")
-            .is_some_and(|v| v == "cross-site");
-        if origin.is_some_and(|o| o != app.config.listen.public_url) || cross_site {
-            return Err(GateError::Forbidden("cross-origin POST to the portal"));
-        }
+    let origin = crate::authn::request_origin(req.headers(), &app.config.listen.public_url);
+    if method == Method::POST && origin == crate::authn::RequestOrigin::Foreign {
+        return Err(GateError::Forbidden("cross-origin POST to the portal"));
     }
     let mut response = match (method, target.path.as_str()) {
         (Method::GET, "/.wardgate" | "/.wardgate/") => pages::home(app, &req).await,

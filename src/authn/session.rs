@@ -71,6 +71,7 @@ pub async fn create(
         user: user.name.clone(),
         auth_time: now,
         created: now,
+        auth_ms: crate::state::unix_now_ms(),
         last_seen: now,
         amr: amr.clone(),
         source_ip,
@@ -130,7 +131,7 @@ pub async fn validate(app: &App, token: &str, now: u64) -> Result<Principal, Gat
         .users
         .get(&record.user)
         .ok_or_else(|| refuse("user removed"))?;
-    if user.disabled || record.auth_time < user.sessions_valid_after {
+    if user.disabled || record.auth_ms < user.sessions_valid_after_ms {
         return Err(refuse("user disabled or credentials changed"));
     }
     if now > record.last_seen {

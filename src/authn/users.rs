@@ -48,10 +48,10 @@ pub struct User {
     /// Disabled accounts cannot sign in and their sessions stop working.
     #[serde(default)]
     pub disabled: bool,
-    /// Sessions authenticated before this time (Unix seconds) are no longer valid: set by
-    /// password change, TOTP reset and disable.
+    /// Sessions authenticated before this time (Unix milliseconds) are no longer valid: set
+    /// by password change, TOTP reset, enrollment and disable.
     #[serde(default)]
-    pub sessions_valid_after: u64,
+    pub sessions_valid_after_ms: u64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

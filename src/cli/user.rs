@@ -15,7 +15,7 @@ use crate::authn::password::check_policy;
 use crate::authn::totp;
 use crate::authn::users::{User, UserStore};
 use crate::config::Config;
-use crate::state::unix_now;
+use crate::state::unix_now_ms;
 
 /// `user` subcommands.
 #[derive(Debug, Subcommand)]
@@ -103,7 +103,7 @@ pub(super) fn run(config_path: &Path, command: UserCommand) -> Result<(), CliErr
     let auth = &config.auth;
     let store = UserStore::open(&auth.users_file, &auth.key_file, auth.key_env.as_deref())
         .map_err(runtime_error)?;
-    let end_sessions = unix_now() + 1;
+    let end_sessions = unix_now_ms();
     match command {
         UserCommand::Add {
             name,
@@ -155,7 +155,7 @@ pub(super) fn run(config_path: &Path, command: UserCommand) -> Result<(), CliErr
             store
                 .update(&name, |u| {
                     u.password = hash;
-                    u.sessions_valid_after = end_sessions;
+                    u.sessions_valid_after_ms = end_sessions;
                 })
                 .map_err(runtime_error)?;
             println!("password of {name} changed; their sessions have ended");
@@ -164,7 +164,7 @@ pub(super) fn run(config_path: &Path, command: UserCommand) -> Result<(), CliErr
             store
                 .update(&name, |u| {
                     u.disabled = true;
-                    u.sessions_valid_after = end_sessions;
+                    u.sessions_valid_after_ms = end_sessions;
                 })
                 .map_err(runtime_error)?;
             println!("{name} disabled; their sessions have ended");
@@ -202,7 +202,7 @@ pub(super) fn run(config_path: &Path, command: UserCommand) -> Result<(), CliErr
                 .update(&name, |u| {
                     u.totp_secret = None;
                     u.totp_confirmed = false;
-                    u.sessions_valid_after = end_sessions;
+                    u.sessions_valid_after_ms = end_sessions;
                 })
                 .map_err(runtime_error)?;
             println!("TOTP of {name} removed; their sessions have ended and the next sign-in enrolls again");
@@ -214,7 +214,7 @@ pub(super) fn run(config_path: &Path, command: UserCommand) -> Result<(), CliErr
                 .update(&name, |u| {
                     u.totp_secret = Some(sealed);
                     u.totp_confirmed = false;
-                    u.sessions_valid_after = end_sessions;
+                    u.sessions_valid_after_ms = end_sessions;
                 })
                 .map_err(runtime_error)?;
             let uri = totp::otpauth_uri(&secret, &name);

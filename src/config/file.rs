@@ -250,4 +250,10 @@ pub struct SessionFile {
 pub struct LoginFile {
     /// Login, TOTP and enrollment attempts per source IP per minute.
     pub ip_limit: Option<u32>,
+    /// Consecutive failures allowed before an account is locked.
+    pub lockout_after: Option<Spanned<u32>>,
+    /// First lock period; doubles with each further failure.
+    pub lockout_base: Option<HumanDuration>,
+    /// Longest lock period.
+    pub lockout_max: Option<HumanDuration>,
 }

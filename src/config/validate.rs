@@ -271,6 +271,18 @@ fn auth(
             12
         }
     };
+    let free_failures = match &file.login.lockout_after {
+        None => 5,
+        Some(n) if (1..=100).contains(n.get_ref()) => *n.get_ref(),
+        Some(n) => {
+            sink.span(
+                n.span(),
+                "login.lockout_after",
+                "must be between 1 and 100 (NIST SP 800-63B)",
+            );
+            5
+        }
+    };
     let in_data = |given: &Option<String>, default: &str| {
         given
             .as_deref()
@@ -297,6 +309,15 @@ fn auth(
             .max_lifetime
             .map_or(Duration::from_secs(12 * 3600), |d| d.0),
         ip_limit: file.login.ip_limit.unwrap_or(30).max(1),
+        lock_policy: crate::state::LockPolicy {
+            free_failures,
+            base_secs: file.login.lockout_base.map_or(30, |d| d.0.as_secs().max(1)),
+            max_secs: file
+                .login
+                .lockout_max
+                .map_or(3600, |d| d.0.as_secs().max(1)),
+            hard_limit: 100,
+        },
     }
 }
 
@@ -403,7 +424,7 @@ fn response_headers(
         ),
         referrer_policy: value(
             &file.referrer_policy,
-            "no-referrer",
+            "same-origin",
             "response_headers.referrer_policy",
         ),
         hide_server: file.hide_server.unwrap_or(true),

@@ -130,8 +130,26 @@ fn display_ip(ip: IpAddr) -> String {
     }
 }
 
-/// Writes the verified caller's identity for the backend (after all client values were removed).
+/// Writes the verified caller's identity for the backend (after all client values were removed)
+/// and removes the Wardgate session credential: backends learn who is calling from Wardgate,
+/// and never hold a token they could replay.
 pub fn set_identity(headers: &mut HeaderMap, principal: &crate::authn::Principal) {
+    headers.remove(header::AUTHORIZATION);
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty() && !pair.starts_with("__Host-wardgate"))
+        .map(str::to_string)
+        .collect();
+    headers.remove(header::COOKIE);
+    if let Ok(cookie) = HeaderValue::from_str(&kept.join("; ")) {
+        if !kept.is_empty() {
+            headers.insert(header::COOKIE, cookie);
+        }
+    }
     if let Ok(user) = HeaderValue::from_str(&principal.user.name) {
         headers.insert("x-wardgate-user", user);
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
-use super::{Failures, PendingLogin, SessionRecord, StateError, StateStore};
+use super::{Failures, LockPolicy, PendingLogin, SessionRecord, StateError, StateStore};
 
 /// How long failure counters are remembered after the last failure.
 const FAILURE_MEMORY: Duration = Duration::from_secs(24 * 3600);
@@ -132,7 +132,7 @@ impl StateStore for MemoryStore {
         &self,
         key: &str,
         now: u64,
-        lock_for: fn(u32) -> u64,
+        policy: LockPolicy,
     ) -> Result<Failures, StateError> {
         let until = Instant::now() + FAILURE_MEMORY;
         let mut entry = self.failures.entry(key.to_string()).or_insert(Expiring {
@@ -144,7 +144,7 @@ impl StateStore for MemoryStore {
         }
         entry.until = until;
         entry.value.count = entry.value.count.saturating_add(1);
-        let lock = lock_for(entry.value.count);
+        let lock = policy.lock_for(entry.value.count);
         if lock > 0 {
             entry.value.locked_until = now.saturating_add(lock);
         }

@@ -3,7 +3,9 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod auth;
 pub mod backend;
+pub mod browser;
 pub mod certs;
 pub mod raw;
 
@@ -39,6 +41,9 @@ addr = "127.0.0.1:0"
 
 [log]
 level = "debug"
+
+[login]
+ip_limit = 1000
 
 [upstreams.b]
 targets = ["http://{backend}"]
@@ -86,12 +91,18 @@ phi = true
     )
 }
 
+/// Writes `toml` into a fresh temp dir (so users can be added before the proxy starts).
+pub fn write_config(toml: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("wardgate.toml");
+    std::fs::write(&config_path, toml).expect("write config");
+    (dir, config_path)
+}
+
 impl Wardgate {
     /// Writes `toml` to a temp dir and starts `wardgate serve` on it.
     pub fn start(toml: &str) -> Wardgate {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config_path = dir.path().join("wardgate.toml");
-        std::fs::write(&config_path, toml).expect("write config");
+        let (dir, config_path) = write_config(toml);
         Self::start_in(dir, config_path)
     }
 
