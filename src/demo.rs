@@ -61,8 +61,17 @@ fn answer(mut req: Request<Incoming>) -> Response<Body> {
             })
             .to_string(),
         ),
-        ["ws", "lobby"] => websocket_echo(&mut req),
-        _ => reply(StatusCode::NOT_FOUND, "application/json", r#"{"error":"not found"}"#.into()),
+                ["api", "me"] => reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::json!({
+                "note": "identity as Wardgate asserted it to the backend",
+                "user": req.headers().get("x-wardgate-user").and_then(|v| v.to_str().ok()),
+                "roles": req.headers().get("x-wardgate-roles").and_then(|v| v.to_str().ok()),
+            })
+            .to_string(),
+        ),
+        ["ws", "lobby"] => websocket_echo(&mut req),_ => reply(StatusCode::NOT_FOUND, "application/json", r#"{"error":"not found"}"#.into()),
     }
 }
 

@@ -36,6 +36,7 @@ pub(super) fn demo(path: Option<PathBuf>) -> Result<(), CliError> {
         ),
     };
     crate::telemetry::init(&config.log);
+    demo_users(&config)?;
     runtime()?.block_on(async {
         let backend: SocketAddr = crate::demo::DEMO_BACKEND
             .parse()
@@ -49,10 +50,68 @@ pub(super) fn demo(path: Option<PathBuf>) -> Result<(), CliError> {
             config.listen.public_url
         );
         println!("try: curl -k {}/api/clinic/hours", config.listen.public_url);
+        println!(
+            "sign in at {0}/.wardgate/login with a demo account, then open {0}/api/me",
+            config.listen.public_url
+        );
         crate::server::run(config, source)
             .await
             .map_err(|err| CliError::Runtime(err.to_string()))
     })
+}
+
+/// On the first demo start, creates a demo clinician and a demo patient with random
+/// passwords and TOTP secrets, and prints how to sign in (also kept, mode 0600, in
+/// `<data dir>/demo-credentials.txt`).
+fn demo_users(config: &Config) -> Result<(), CliError> {
+    use crate::authn::{totp, users::User};
+    let auth = &config.auth;
+    let store = crate::authn::users::UserStore::open(
+        &auth.users_file,
+        &auth.key_file,
+        auth.key_env.as_deref(),
+    )
+    .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let notes = config.data_dir.join("demo-credentials.txt");
+    if !store.all().is_empty() {
+        println!("demo sign-in details: {}", notes.display());
+        return Ok(());
+    }
+    let mut text =
+        String::from("Wardgate demo accounts (created on first start of `wardgate demo`)\n");
+    for (name, role, claims) in [
+        ("demo.clinician", "clinician", vec![]),
+        ("demo.patient", "patient", vec![("patient_id", "1001")]),
+    ] {
+        let password = crate::authn::session::random_id()[..20].to_string();
+        let secret = totp::new_secret();
+        let user = User {
+            name: name.into(),
+            roles: vec![role.into()],
+            claims: claims
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            password: auth
+                .hash
+                .hash_blocking(&password)
+                .map_err(CliError::Runtime)?,
+            totp_secret: Some(store.seal(name, &secret)),
+            ..User::default()
+        };
+        store
+            .add(user)
+            .map_err(|e| CliError::Runtime(e.to_string()))?;
+        text.push_str(&format!(
+            "\n  user: {name}\n  password: {password}\n  TOTP: add {} to an authenticator app,\n        or get a code with: oathtool --totp -b {}\n",
+            totp::otpauth_uri(&secret, name),
+            totp::base32(&secret)
+        ));
+    }
+    crate::authn::users::write_atomic(&notes, text.as_bytes())
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    println!("{text}\n(also saved to {})", notes.display());
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
