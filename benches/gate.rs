@@ -34,7 +34,18 @@ fn bench(c: &mut Criterion) {
         .expect("config");
     let (app, token) = runtime.block_on(async {
         let state: Arc<dyn StateStore> = MemoryStore::start();
-        let app = App::build(config, state).expect("app");
+        let key =
+            wardgate::audit::checkpoint::CheckpointKey::load_or_create(&config.audit.signing_key)
+                .expect("key");
+        let settings = wardgate::audit::writer::WriterSettings {
+            dir: config.audit.dir.clone(),
+            fsync_interval: config.audit.fsync_interval,
+            max_file_size: config.audit.max_file_size,
+            checkpoint_every: config.audit.checkpoint_every,
+            replica: "bench".into(),
+        };
+        let audit = Arc::new(wardgate::audit::Auditor::start(settings, key, 65_536));
+        let app = App::build(config, state, audit).expect("app");
         let user = User {
             name: "alice".into(),
             roles: vec!["clinician".into()],

@@ -1,7 +1,8 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics`, never on the public listener.
 //!
 //! It binds to loopback by default because metrics reveal route names and traffic shape.
-//! `/readyz` answers 503 while the server drains on shutdown, so a load balancer stops
+//! `/readyz` answers 503 while the audit trail cannot write (PHI requests are being refused)
+//! and while the server drains on shutdown, so a load balancer stops
 //! sending new requests before connections close.
 
 use std::sync::atomic::Ordering;
@@ -71,6 +72,11 @@ fn answer(
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
+        "/readyz" if !shared.audit.is_healthy() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: audit trail unavailable\n".into(),
+            "text/plain",
+        ),
         "/readyz" if shared.ready.load(Ordering::Relaxed) => {
             text(StatusCode::OK, "ready\n".into(), "text/plain")
         }

@@ -24,6 +24,8 @@ pub struct App {
     pub routes: RouteTable,
     /// Shared state (sessions, counters); outlives reloads.
     pub state: Arc<dyn StateStore>,
+    /// The audit trail; outlives reloads.
+    pub audit: Arc<crate::audit::Auditor>,
     /// Accounts from the users file.
     pub users: UserStore,
     /// Session token keys.
@@ -36,7 +38,11 @@ pub struct App {
 impl App {
     /// Builds the route table and upstream pools (starting their health checks).
     /// Must run inside the tokio runtime.
-    pub fn build(config: Config, state: Arc<dyn StateStore>) -> Result<App, String> {
+    pub fn build(
+        config: Config,
+        state: Arc<dyn StateStore>,
+        audit: Arc<crate::audit::Auditor>,
+    ) -> Result<App, String> {
         let auth = &config.auth;
         let users = UserStore::open(&auth.users_file, &auth.key_file, auth.key_env.as_deref())
             .map_err(|e| e.to_string())?;
@@ -51,6 +57,7 @@ impl App {
         Ok(App {
             routes: RouteTable::new(&config.routes),
             state,
+            audit,
             users,
             session_keys,
             passwords,

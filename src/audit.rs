@@ -1,22 +1,223 @@
-//! Stage 6, audit: a PHI access is forwarded only once it can be recorded.
+//! Stage 6, audit: every access to patient data is recorded before it is forwarded.
 //!
-//! The tamper-evident audit writer is its own issue. Until a sink exists, `admit` refuses
-//! every PHI request with 503 (fail closed: never forward a PHI access unrecorded), while
-//! non-PHI traffic passes.
+//! [`Auditor`] is the handle requests use; the writing happens on one dedicated thread
+//! (`writer.rs`) behind a bounded queue. A PHI request gets its `access` record queued
+//! (`audit = "batched"`, durable within `fsync_interval`) or made durable (`audit = "strict"`)
+//! before a byte goes to the backend; when the queue is full or the disk fails, PHI requests
+//! are refused with 503 (fail closed) while other traffic continues. When the response ends a
+//! second `access` record with the same `request_id` adds status, bytes and latency.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
 
 use crate::authz::Permit;
+use crate::config::AuditMode;
+use crate::gate::context::RequestCtx;
 use crate::gate::error::GateError;
+use crate::gate::target::RequestTarget;
+
+pub mod checkpoint;
+pub mod record;
+pub mod verify;
+pub mod writer;
+
+pub use record::AuditRecord;
+
+/// How long a strict-mode request waits for its record to become durable.
+const STRICT_WAIT: Duration = Duration::from_secs(5);
+
+/// The audit trail, shared by every request and surviving reloads.
+#[derive(Debug)]
+pub struct Auditor {
+    jobs: SyncSender<writer::Job>,
+    healthy: Arc<AtomicBool>,
+}
 
 /// Proof that the access was recorded (or needs no record).
 #[derive(Debug)]
-pub struct AuditTicket(());
+pub struct AuditTicket {
+    phi: bool,
+}
 
-/// Records the access under `permit`, or refuses it.
-pub fn admit(permit: &Permit) -> Result<AuditTicket, GateError> {
-    if permit.route().phi {
-        return Err(GateError::AuditUnavailable(
-            "no audit sink configured".into(),
-        ));
+impl AuditTicket {
+    /// Whether a completion record is due when the response ends.
+    pub fn is_phi(&self) -> bool {
+        self.phi
     }
-    Ok(AuditTicket(()))
+}
+
+impl std::fmt::Debug for writer::Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+impl Auditor {
+    /// Starts the writer thread.
+    pub fn start(
+        settings: writer::WriterSettings,
+        key: checkpoint::CheckpointKey,
+        queue: usize,
+    ) -> Auditor {
+        let (jobs, receiver) = sync_channel(queue.max(1));
+        let healthy = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&healthy);
+        let spawned = std::thread::Builder::new()
+            .name("wardgate-audit".into())
+            .spawn(move || writer::run(settings, key, receiver, flag));
+        if let Err(err) = spawned {
+            tracing::error!(error = %err, "cannot start the audit writer; PHI requests will be refused");
+        }
+        Auditor { jobs, healthy }
+    }
+
+    /// Whether records are being written (for `/readyz` and admission).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Queues a record without waiting; `Err` if the queue is full or the writer is gone.
+    pub fn submit(&self, record: AuditRecord) -> Result<(), GateError> {
+        match self
+            .jobs
+            .try_send(writer::Job::Record(Box::new(record), None))
+        {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                metrics::counter!("wardgate_audit_queue_full_total").increment(1);
+                Err(GateError::AuditUnavailable("audit queue full".into()))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                Err(GateError::AuditUnavailable("audit writer stopped".into()))
+            }
+        }
+    }
+
+    /// Queues a record that must not be lost even when the queue is momentarily full: it is
+    /// handed over on the blocking pool instead of being dropped (security events, completions).
+    pub fn submit_or_wait(&self, record: AuditRecord) {
+        if let Err(TrySendError::Full(job)) = self
+            .jobs
+            .try_send(writer::Job::Record(Box::new(record), None))
+        {
+            let jobs = self.jobs.clone();
+            tokio::task::spawn_blocking(move || {
+                if jobs.send(job).is_err() {
+                    tracing::error!("audit writer stopped; a record could not be written");
+                }
+            });
+        }
+    }
+
+    /// Queues a record and waits until it is durable on disk.
+    pub async fn submit_durable(&self, record: AuditRecord) -> Result<(), GateError> {
+        let (ack, durable) = oneshot::channel();
+        match self
+            .jobs
+            .try_send(writer::Job::Record(Box::new(record), Some(ack)))
+        {
+            Ok(()) => {}
+            Err(_) => return Err(GateError::AuditUnavailable("audit queue full".into())),
+        }
+        match tokio::time::timeout(STRICT_WAIT, durable).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(GateError::AuditUnavailable(
+                "audit record not durable in time".into(),
+            )),
+        }
+    }
+
+    /// Writes `audit_stop` and waits for everything queued to be on disk.
+    pub async fn stop(&self) {
+        let (done, finished) = oneshot::channel();
+        let jobs = self.jobs.clone();
+        let _ = tokio::task::spawn_blocking(move || jobs.send(writer::Job::Stop(done))).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), finished).await;
+    }
+}
+
+/// The fields every request record shares.
+pub fn request_record(
+    ctx: &RequestCtx,
+    target: Option<&RequestTarget>,
+    method: &http::Method,
+) -> AuditRecord {
+    let mut record = AuditRecord::new("access");
+    record.request_id = Some(ctx.request_id().to_string());
+    record.src_ip = Some(ctx.conn.peer.ip().to_string());
+    record.client_cert = ctx
+        .conn
+        .client_identity
+        .as_ref()
+        .map(|id| id.subject.clone());
+    record.method = Some(method.to_string());
+    if let Some(target) = target {
+        record.host = Some(target.host.clone());
+        record.path = Some(target.path.clone());
+    }
+    record.route = ctx.route.as_ref().map(|r| r.name.clone());
+    record.patient_id = ctx.patient_id.clone();
+    record.user = ctx.user.clone();
+    record.roles = ctx.roles.clone();
+    record.session = ctx.session.as_deref().map(record::session_hash);
+    record
+}
+
+/// Records an allowed access before forwarding: queued (batched) or durable (strict).
+pub async fn admit(
+    app: &crate::app::App,
+    ctx: &RequestCtx,
+    permit: &Permit,
+    target: &RequestTarget,
+    method: &http::Method,
+) -> Result<AuditTicket, GateError> {
+    let route = permit.route();
+    if !route.phi {
+        return Ok(AuditTicket { phi: false });
+    }
+    if !app.audit.is_healthy() {
+        return Err(GateError::AuditUnavailable("audit writer unhealthy".into()));
+    }
+    let mut record = request_record(ctx, Some(target), method);
+    record.decision = Some("allow".into());
+    record.rule = permit.rule().map(str::to_string);
+    record.reason = Some(permit.reason().to_string());
+
+    match route.audit {
+        AuditMode::Batched => app.audit.submit(record)?,
+        AuditMode::Strict => app.audit.submit_durable(record).await?,
+    }
+    Ok(AuditTicket { phi: true })
+}
+
+/// Records a refused request: every refusal on a PHI route (`access`, `deny`), and a policy
+/// denial (403) on any route (`denied`).
+pub fn refused(
+    app: &crate::app::App,
+    ctx: &RequestCtx,
+    method: &http::Method,
+    error: &GateError,
+    status: http::StatusCode,
+) {
+    let phi = ctx.route.as_ref().is_some_and(|r| r.phi);
+    let forbidden = matches!(error, GateError::Forbidden(_));
+    if !phi && !forbidden {
+        return;
+    }
+    let mut record = request_record(ctx, None, method);
+    if !phi {
+        record.event = "denied".into();
+    }
+    if let Some((host, path)) = &ctx.phi_target {
+        record.host = Some(host.clone());
+        record.path = Some(path.clone());
+    }
+    record.decision = Some("deny".into());
+    record.reason = Some(error.to_string());
+    record.status = Some(status.as_u16());
+    app.audit.submit_or_wait(record);
 }

@@ -15,12 +15,24 @@ use crate::gate::route::RouteMatch;
 pub struct Permit {
     route: Arc<RouteConfig>,
     caller: Caller,
+    rule: Option<String>,
+    reason: &'static str,
 }
 
 impl Permit {
     /// The route the permit is for.
     pub fn route(&self) -> &RouteConfig {
         &self.route
+    }
+
+    /// The rule that allowed the request (`ROUTE#INDEX`), if a rule did.
+    pub fn rule(&self) -> Option<&str> {
+        self.rule.as_deref()
+    }
+
+    /// Why the request was allowed, in words.
+    pub fn reason(&self) -> &str {
+        self.reason
     }
 
     /// Who the permit was granted to.
@@ -32,9 +44,12 @@ impl Permit {
 /// Grants a permit, or refuses. Default deny: only a public route admits an anonymous caller;
 /// a protected route admits a caller with a verified two-factor session.
 pub fn authorize(matched: &RouteMatch, caller: Caller) -> Result<Permit, GateError> {
-    let allowed = match &caller {
-        Caller::Anonymous => matched.route.public,
-        Caller::User(principal) => principal.amr.iter().any(|m| m == "otp"),
+    let (allowed, reason) = match &caller {
+        Caller::Anonymous => (matched.route.public, "public route"),
+        Caller::User(principal) => (
+            principal.amr.iter().any(|m| m == "otp"),
+            "signed in with password and TOTP",
+        ),
     };
     if !allowed {
         return Err(GateError::Unauthenticated);
@@ -42,5 +57,7 @@ pub fn authorize(matched: &RouteMatch, caller: Caller) -> Result<Permit, GateErr
     Ok(Permit {
         route: Arc::clone(&matched.route),
         caller,
+        rule: None,
+        reason,
     })
 }

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::ConfigError;
 
+mod audit;
 mod serve;
 mod user;
 
@@ -47,6 +48,11 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
     },
     /// Configuration tools.
     Config {
@@ -98,6 +104,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Serve { config } => serve::serve(&config),
         Command::Demo { config } => serve::demo(config),
         Command::User { config, command } => user::run(&config, command),
+        Command::Audit { command } => audit::run(command),
         Command::Keys {
             config,
             command: KeysCommand::Rotate,

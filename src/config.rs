@@ -46,6 +46,8 @@ pub struct Config {
     pub response_headers: ResponseHeaders,
     /// Users, passwords and sessions.
     pub auth: AuthConfig,
+    /// The audit trail.
+    pub audit: AuditConfig,
     /// Upstream pools by name.
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     /// Routes in file order.
@@ -96,6 +98,34 @@ pub struct AuthConfig {
     pub ip_limit: u32,
     /// Account lockout back-off.
     pub lock_policy: crate::state::LockPolicy,
+}
+
+/// `[audit]`, validated.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Directory of `*.jsonl` files.
+    pub dir: PathBuf,
+    /// Ed25519 checkpoint key (PKCS#8, base64).
+    pub signing_key: PathBuf,
+    /// Longest time a batched record waits for fsync.
+    pub fsync_interval: Duration,
+    /// Rotate files at this size.
+    pub max_file_size: u64,
+    /// A signed checkpoint after this many records.
+    pub checkpoint_every: u64,
+    /// Queue capacity between requests and the writer.
+    pub queue: usize,
+    /// Replica id on every record.
+    pub replica: String,
+}
+
+/// How a PHI route waits for its access record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditMode {
+    /// Forward once the record is queued; durable within `fsync_interval`.
+    Batched,
+    /// Forward only once the record is durable on disk.
+    Strict,
 }
 
 /// Source of the server certificate.
@@ -241,6 +271,8 @@ pub struct RouteConfig {
     pub phi: bool,
     /// Request body limit in bytes.
     pub max_body: u64,
+    /// How PHI accesses wait for their audit record.
+    pub audit: AuditMode,
 }
 
 // === impl Config ===

@@ -43,7 +43,11 @@ pub async fn handle(
     let raw_path = req.uri().path().to_string();
     let (mut response, error) = match pipeline(&app, &mut ctx, req).await {
         Ok(response) => (response, None),
-        Err(error) => (respond::error_response(&ctx, &error), Some(error)),
+        Err(error) => {
+            let response = respond::error_response(&ctx, &error);
+            audit::refused(&app, &ctx, &method, &error, response.status());
+            (response, Some(error))
+        }
     };
     respond::finish(&mut response, &ctx, &app.config.response_headers);
     telemetry::request_done(&ctx, &method, &raw_path, response.status(), error.as_ref());
@@ -69,13 +73,14 @@ async fn pipeline(
         .lookup(&target.host, &target.path, req.method())
         .ok_or(GateError::NoRoute)?;
     ctx.route = Some(Arc::clone(&matched.route));
+    ctx.note_route(&matched, &target);
     // 4. authenticate: who is calling, or 401 / login redirect.
     let caller = authn::authenticate(app, &matched.route, req.method(), req.headers()).await?;
     ctx.note_caller(&caller);
     // 5. authorize: a Permit, or a refusal.
     let permit = authz::authorize(&matched, caller)?;
     // 6. audit: a PHI access is recorded first, or refused (503).
-    let _ticket = audit::admit(&permit)?;
+    let ticket = audit::admit(app, ctx, &permit, &target, req.method()).await?;
     // 7. forward: stream to the upstream and back.
-    proxy::forward(app, ctx, &permit, &target, req).await
+    proxy::forward(app, ctx, &permit, &ticket, &target, req).await
 }

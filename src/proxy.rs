@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::app::App;
+use crate::audit::AuditTicket;
 use crate::authz::Permit;
 use crate::body::{self, Body};
 use crate::gate::context::RequestCtx;
@@ -23,6 +24,7 @@ use crate::gate::target::RequestTarget;
 pub mod client;
 pub mod headers;
 pub mod health;
+pub mod recorded;
 pub mod upgrade;
 pub mod upstream;
 
@@ -31,6 +33,7 @@ pub async fn forward(
     app: &App,
     ctx: &mut RequestCtx,
     permit: &Permit,
+    ticket: &AuditTicket,
     target: &RequestTarget,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, GateError> {
@@ -120,7 +123,17 @@ pub async fn forward(
                 route.name.clone(),
             ));
         }
-        return Ok(response.map(|incoming| incoming.map_err(Into::into).boxed()));
+        let response = response.map(|incoming| incoming.map_err(Into::into).boxed());
+        if !ticket.is_phi() {
+            return Ok(response);
+        }
+        let mut record = crate::audit::request_record(ctx, Some(target), &parts.method);
+        record.decision = Some("allow".into());
+        record.status = Some(response.status().as_u16());
+        let started = ctx.started;
+        let auditor = std::sync::Arc::clone(&app.audit);
+        return Ok(response
+            .map(|inner| recorded::RecordedBody::new(inner, auditor, record, started).boxed()));
     }
 }
 

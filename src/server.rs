@@ -38,8 +38,24 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Shared state; survives reloads.
     pub state: Arc<dyn StateStore>,
+    /// The audit trail; survives reloads.
+    pub audit: Arc<crate::audit::Auditor>,
     /// The address the public listener is bound to.
     pub public_addr: SocketAddr,
+}
+
+/// Starts the audit writer (its directory and key are fixed for the life of the process).
+fn start_audit(config: &Config) -> Result<crate::audit::Auditor, ServeError> {
+    use crate::audit::{checkpoint::CheckpointKey, writer::WriterSettings, Auditor};
+    let key = CheckpointKey::load_or_create(&config.audit.signing_key).map_err(ServeError::App)?;
+    let settings = WriterSettings {
+        dir: config.audit.dir.clone(),
+        fsync_interval: config.audit.fsync_interval,
+        max_file_size: config.audit.max_file_size,
+        checkpoint_every: config.audit.checkpoint_every,
+        replica: config.audit.replica.clone(),
+    };
+    Ok(Auditor::start(settings, key, config.audit.queue))
 }
 
 /// Why the server could not start.
@@ -78,13 +94,16 @@ pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), Serv
     config.bind_public_url(public_addr);
     let tls = tls::server_config(&config)?;
     let state: Arc<dyn StateStore> = crate::state::memory::MemoryStore::start();
-    let app = App::build(config, Arc::clone(&state)).map_err(ServeError::App)?;
+    let audit = Arc::new(start_audit(&config)?);
+    let app =
+        App::build(config, Arc::clone(&state), Arc::clone(&audit)).map_err(ServeError::App)?;
     let shared = Arc::new(Shared {
         app: ArcSwap::from_pointee(app),
         tls: ArcSwap::new(tls),
         connections: Arc::new(Semaphore::new(max_connections)),
         ready: AtomicBool::new(true),
         state,
+        audit,
         public_addr,
     });
 
@@ -150,6 +169,8 @@ pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), Serv
         Ok(_) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("drain deadline reached; closing remaining connections"),
     }
+    shared.audit.stop().await;
+    tracing::info!("audit trail closed");
     Ok(())
 }
 
@@ -165,12 +186,28 @@ fn reload(shared: &Shared, path: &std::path::Path) {
             tracing::warn!("listener addresses changed: they take effect after a restart");
         }
         let tls = tls::server_config(&config).map_err(|err| err.to_string())?;
-        let app = App::build(config, Arc::clone(&shared.state))?;
+        if config.audit.dir != current.config.audit.dir
+            || config.audit.signing_key != current.config.audit.signing_key
+        {
+            tracing::warn!("audit directory and signing key changes take effect after a restart");
+        }
+        let app = App::build(config, Arc::clone(&shared.state), Arc::clone(&shared.audit))?;
         shared.tls.store(tls);
         shared.app.store(Arc::new(app));
         Ok(())
     };
-    match attempt() {
+    let mut record = crate::audit::AuditRecord::new("config_reload");
+    let outcome = attempt();
+    record.decision = Some(if outcome.is_ok() { "allow" } else { "deny" }.into());
+    record.reason = Some(
+        outcome
+            .as_ref()
+            .err()
+            .cloned()
+            .unwrap_or_else(|| format!("{} reloaded", path.display())),
+    );
+    shared.audit.submit_or_wait(record);
+    match outcome {
         Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
         Err(reason) => {
             for line in reason.lines() {

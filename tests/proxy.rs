@@ -5,6 +5,8 @@ mod support;
 
 #[path = "proxy/admin.rs"]
 mod admin;
+#[path = "proxy/audit.rs"]
+mod audit;
 #[path = "proxy/auth_api.rs"]
 mod auth_api;
 #[path = "proxy/browser.rs"]

@@ -1,6 +1,6 @@
 //! Security events (login, failures, lockout, enrollment, logout): emitted through this one
-//! place so the audit trail can take them over without touching the callers. Until then they
-//! are log lines on the `wardgate::security` target. Never a password, code or token.
+//! place: each becomes an audit record and a log line on the `wardgate::security` target.
+//! Never a password, code or token.
 
 /// Kinds of security event, named as in the audit record's `event` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +33,13 @@ impl Event {
     }
 }
 
-/// Records one security event.
-pub fn emit(event: Event, user: &str, src_ip: &str, reason: &str) {
+/// Records one security event in the audit trail and the log.
+pub fn emit(app: &crate::app::App, event: Event, user: &str, src_ip: &str, reason: &str) {
+    let mut record = crate::audit::AuditRecord::new(event.name());
+    record.user = (user != "-").then(|| user.to_string());
+    record.src_ip = Some(src_ip.to_string());
+    record.reason = Some(reason.to_string());
+    app.audit.submit_or_wait(record);
     match event {
         Event::Login | Event::Enroll | Event::Logout => {
             tracing::info!(target: "wardgate::security", event = event.name(), user, src_ip, reason, "security event")
@@ -46,6 +51,10 @@ pub fn emit(event: Event, user: &str, src_ip: &str, reason: &str) {
 }
 
 /// A session ended by timeout.
-pub fn session_expired(user: &str, reason: &str) {
+pub fn session_expired(app: &crate::app::App, user: &str, reason: &str) {
+    let mut record = crate::audit::AuditRecord::new("session_closed");
+    record.user = Some(user.to_string());
+    record.reason = Some(reason.to_string());
+    app.audit.submit_or_wait(record);
     tracing::info!(target: "wardgate::security", event = "session_closed", user, reason, "security event");
 }

@@ -32,6 +32,7 @@ pub async fn check_ip(app: &App, ip: &str) -> Result<(), GateError> {
         Ok(()) => Ok(()),
         Err(retry_after) => {
             super::events::emit(
+                app,
                 super::events::Event::Lockout,
                 "-",
                 ip,
@@ -64,6 +65,7 @@ pub async fn record_failure(app: &App, name: &str, ip: &str, now: u64) -> Result
         .map_err(state_error)?;
     if failures.locked_until > now {
         super::events::emit(
+            app,
             super::events::Event::Lockout,
             name,
             ip,

@@ -121,7 +121,7 @@ pub async fn validate(app: &App, token: &str, now: u64) -> Result<Principal, Gat
     }
     if now.saturating_sub(record.last_seen) >= auth.idle_timeout.as_secs() {
         let _ = app.state.revoke_session(&record.id).await;
-        super::events::session_expired(&record.user, "idle timeout");
+        super::events::session_expired(app, &record.user, "idle timeout");
         return Err(refuse("idle timeout"));
     }
     if !record.amr.iter().any(|m| m == "otp") {

@@ -45,6 +45,9 @@ pub struct FileConfig {
     /// `[login]`: abuse resistance of the login endpoints.
     #[serde(default)]
     pub login: LoginFile,
+    /// `[audit]`: the audit trail.
+    #[serde(default)]
+    pub audit: AuditFile,
     /// `[upstreams.NAME]`: backend pools.
     #[serde(default)]
     pub upstreams: BTreeMap<String, Spanned<UpstreamFile>>,
@@ -210,6 +213,8 @@ pub struct RouteFile {
     pub phi: Option<Spanned<bool>>,
     /// Request body limit for this route.
     pub max_body: Option<ByteSize>,
+    /// `batched` (default) or `strict`.
+    pub audit: Option<Spanned<String>>,
 }
 
 /// `[users]`.
@@ -256,4 +261,24 @@ pub struct LoginFile {
     pub lockout_base: Option<HumanDuration>,
     /// Longest lock period.
     pub lockout_max: Option<HumanDuration>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    /// Directory, default `<data dir>/audit`.
+    pub dir: Option<String>,
+    /// Checkpoint signing key, default `<data dir>/audit-signing.key`.
+    pub signing_key: Option<String>,
+    /// Longest wait for fsync of batched records (default 50ms).
+    pub fsync_interval: Option<HumanDuration>,
+    /// Rotate at this size (default 100MiB).
+    pub max_file_size: Option<ByteSize>,
+    /// Records between signed checkpoints (default 1000).
+    pub checkpoint_every: Option<u64>,
+    /// Queue capacity (default 65536).
+    pub queue: Option<usize>,
+    /// Replica id (default: the host name).
+    pub replica: Option<String>,
 }

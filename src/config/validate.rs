@@ -48,6 +48,7 @@ pub(super) fn validate(
     let proxy = proxy(&file.proxy, &mut sink);
     let response_headers = response_headers(&file.response_headers, text, &mut sink);
     let auth = auth(&file, &data_dir, &mut sink, &resolve);
+    let audit = audit(&file, &data_dir, &resolve);
     let upstreams = upstreams(&file.upstreams, &mut sink, &resolve);
     let routes = routes(&file, &upstreams, limits.max_body, &mut sink);
 
@@ -62,6 +63,7 @@ pub(super) fn validate(
         proxy,
         response_headers,
         auth,
+        audit,
         upstreams,
         routes,
     })
@@ -318,6 +320,37 @@ fn auth(
                 .map_or(3600, |d| d.0.as_secs().max(1)),
             hard_limit: 100,
         },
+    }
+}
+
+fn audit(file: &FileConfig, data_dir: &Path, resolve: &impl Fn(&str) -> PathBuf) -> AuditConfig {
+    let audit = &file.audit;
+    let replica = audit.replica.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "wardgate".into())
+    });
+    AuditConfig {
+        dir: audit
+            .dir
+            .as_deref()
+            .map_or_else(|| data_dir.join("audit"), resolve),
+        signing_key: audit
+            .signing_key
+            .as_deref()
+            .map_or_else(|| data_dir.join("audit-signing.key"), resolve),
+        fsync_interval: audit
+            .fsync_interval
+            .map_or(Duration::from_millis(50), |d| d.0),
+        max_file_size: audit
+            .max_file_size
+            .map_or(100 * 1024 * 1024, |s| s.0.max(4096)),
+        checkpoint_every: audit.checkpoint_every.unwrap_or(1000).max(1),
+        queue: audit.queue.unwrap_or(65_536).max(1),
+        replica,
     }
 }
 
@@ -585,6 +618,22 @@ fn routes(
             public: route.public,
             phi,
             max_body: route.max_body.map_or(default_max_body, |s| s.0),
+            audit: match route
+                .audit
+                .as_ref()
+                .map(|m| (m.get_ref().as_str(), m.span()))
+            {
+                None | Some(("batched", _)) => AuditMode::Batched,
+                Some(("strict", _)) => AuditMode::Strict,
+                Some((other, span)) => {
+                    sink.span(
+                        span,
+                        field("audit"),
+                        format!("`{other}` must be batched or strict"),
+                    );
+                    AuditMode::Batched
+                }
+            },
         };
         if let Some(twin) = out.iter().find(|other| {
             other.host == compiled.host

@@ -43,8 +43,16 @@ pub struct RequestCtx {
     /// For a browser navigation (GET/HEAD, `Accept: text/html`, no `Authorization`): where to
     /// send it to sign in, with a same-origin return path. `None` for API clients.
     pub login_redirect: Option<HeaderValue>,
-    /// The signed-in user, once authentication has run (for logs).
+    /// The signed-in user, once authentication has run (for logs and audit).
     pub user: Option<String>,
+    /// The signed-in user's roles.
+    pub roles: Option<Vec<String>>,
+    /// The session id (hashed before it is written anywhere).
+    pub session: Option<String>,
+    /// The `{patient_id}` the route captured, if any.
+    pub patient_id: Option<String>,
+    /// Host and canonical path, kept for the audit record of a refused PHI request.
+    pub phi_target: Option<(String, String)>,
     /// Whether the request looks like a browser navigation.
     pub browser: bool,
 }
@@ -63,6 +71,10 @@ impl RequestCtx {
             upstream: None,
             login_redirect: None,
             user: None,
+            roles: None,
+            session: None,
+            patient_id: None,
+            phi_target: None,
             browser: false,
         }
     }
@@ -76,10 +88,28 @@ impl RequestCtx {
         }
     }
 
+    /// Records what routing found: the bound patient id, and for PHI routes the target.
+    pub fn note_route(
+        &mut self,
+        matched: &crate::gate::route::RouteMatch,
+        target: &crate::gate::target::RequestTarget,
+    ) {
+        self.patient_id = matched
+            .params
+            .iter()
+            .find(|(name, _)| name == "patient_id")
+            .map(|(_, value)| value.clone());
+        if matched.route.phi {
+            self.phi_target = Some((target.host.clone(), target.path.clone()));
+        }
+    }
+
     /// Records the authenticated user for the request log.
     pub fn note_caller(&mut self, caller: &crate::authn::Caller) {
         if let crate::authn::Caller::User(principal) = caller {
             self.user = Some(principal.user.name.clone());
+            self.roles = Some(principal.user.roles.clone());
+            self.session = Some(principal.session_id.clone());
         }
     }
 

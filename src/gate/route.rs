@@ -262,6 +262,7 @@ mod tests {
             public: true,
             phi: false,
             max_body: 0,
+            audit: crate::config::AuditMode::Batched,
         }
     }
 

@@ -230,6 +230,19 @@ impl Wardgate {
         None
     }
 
+    /// Like `wait_exit`, but lets the test's own runtime keep serving its client connections
+    /// (an HTTP/2 client must answer the server's GOAWAY/PING for a graceful close).
+    pub async fn exited(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
     pub fn rewrite_config(&self, toml: &str) {
         std::fs::write(&self.config_path, toml).expect("rewrite config");
     }

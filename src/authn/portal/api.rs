@@ -90,6 +90,7 @@ pub(super) async fn logout(
                 .await
                 .map_err(|e| GateError::StateUnavailable(e.to_string()))?;
             crate::authn::events::emit(
+                app,
                 crate::authn::events::Event::Logout,
                 &principal.user.name,
                 &ctx.conn.peer.ip().to_string(),

@@ -38,6 +38,7 @@ pub async fn password_step(
         || password.len() > 4 * crate::authn::password::MAX_PASSWORD_LEN
     {
         emit(
+            app,
             Event::LoginFailed,
             "-",
             &ip,
@@ -58,7 +59,7 @@ pub async fn password_step(
                 Some(_) => "wrong password",
             };
             lockout::record_failure(app, username, &ip, now).await?;
-            emit(Event::LoginFailed, username, &ip, reason);
+            emit(app, Event::LoginFailed, username, &ip, reason);
             Err(GateError::InvalidCredentials)
         }
     }
@@ -92,14 +93,20 @@ pub async fn totp_step(
         } else {
             "not enrolled"
         };
-        emit(Event::TotpFailed, &user.name, &ip, reason);
+        emit(app, Event::TotpFailed, &user.name, &ip, reason);
         return Err(GateError::InvalidCredentials);
     }
     if !user.totp_confirmed {
         app.users
             .update(&user.name, |u| u.totp_confirmed = true)
             .map_err(|e| GateError::Internal(e.to_string()))?;
-        emit(Event::Enroll, &user.name, &ip, "TOTP enrollment confirmed");
+        emit(
+            app,
+            Event::Enroll,
+            &user.name,
+            &ip,
+            "TOTP enrollment confirmed",
+        );
     }
     Ok(())
 }
@@ -120,7 +127,7 @@ pub async fn open_session(
         unix_now(),
     )
     .await?;
-    emit(Event::Login, &user.name, &ip, "password and TOTP");
+    emit(app, Event::Login, &user.name, &ip, "password and TOTP");
     Ok(session)
 }
 
@@ -150,6 +157,7 @@ pub fn start_enrollment(
                 })
                 .map_err(internal)?;
             emit(
+                app,
                 Event::Enroll,
                 &user.name,
                 &source_ip(ctx),

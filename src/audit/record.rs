@@ -1,0 +1,119 @@
+//! The audit record: one JSON object per line, fields named as in the external contract.
+//!
+//! Fields that do not apply are absent rather than null. Nothing secret is ever a field:
+//! sessions appear only as a hash, and there is no field that could hold a password, a TOTP
+//! code, a token or a cookie.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// One audit record.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditRecord {
+    /// UTC time, RFC 3339 with milliseconds.
+    pub ts: String,
+    /// Sequence number, +1 per record across files.
+    pub seq: u64,
+    /// Hex SHA-256 of the previous line (64 zeros for the very first).
+    pub prev: String,
+    /// Event type (`access`, `login`, `denied`, `checkpoint`, ...).
+    pub event: String,
+    /// Request id (as answered in `X-Request-Id`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub request_id: Option<String>,
+    /// Username.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub user: Option<String>,
+    /// The user's roles.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub roles: Option<Vec<String>>,
+    /// SHA-256 of the session id (first 32 hex digits).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub session: Option<String>,
+    /// Client address.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub src_ip: Option<String>,
+    /// Verified client-certificate subject.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub client_cert: Option<String>,
+    /// HTTP method.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub method: Option<String>,
+    /// Host.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub host: Option<String>,
+    /// Canonical path.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path: Option<String>,
+    /// Route name.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub route: Option<String>,
+    /// Patient id bound by the route (`{patient_id}`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub patient_id: Option<String>,
+    /// `allow` or `deny`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub decision: Option<String>,
+    /// The rule that decided.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rule: Option<String>,
+    /// Why.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+    /// HTTP status answered.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status: Option<u16>,
+    /// Response body bytes sent.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub bytes: Option<u64>,
+    /// Time from request to end of response.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub latency_ms: Option<f64>,
+    /// Break-glass reason, when the access used emergency access.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub break_glass: Option<String>,
+    /// Replica that wrote the record.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub replica: Option<String>,
+    /// Checkpoints only: Ed25519 signature (hex) over `prev`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub signature: Option<String>,
+}
+
+impl AuditRecord {
+    /// A record of `event`, time-stamped now.
+    pub fn new(event: &str) -> AuditRecord {
+        AuditRecord {
+            ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            event: event.to_string(),
+            ..AuditRecord::default()
+        }
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    out
+}
+
+/// Hex SHA-256 of a line (without its newline): the next record's `prev`.
+pub fn line_hash(line: &[u8]) -> String {
+    hex(&Sha256::digest(line))
+}
+
+/// What the audit trail keeps of a session id.
+pub fn session_hash(session_id: &str) -> String {
+    let mut digest = line_hash(session_id.as_bytes());
+    digest.truncate(32);
+    digest
+}
+
+/// `prev` of the first record ever.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

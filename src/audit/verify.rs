@@ -1,0 +1,163 @@
+//! `wardgate audit verify`: prove a set of audit files untouched.
+//!
+//! Walks the files in name order (names sort by time) and checks, line by line, that each
+//! record parses, that `seq` goes up by exactly one, that `prev` is the SHA-256 of the line
+//! before (across file boundaries too), and that every checkpoint's Ed25519 signature verifies
+//! when a public key is given. Editing, deleting, inserting or reordering a record breaks one
+//! of these at the first affected line, which is reported as `FILE:LINE: reason`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use super::checkpoint;
+use super::record::{line_hash, AuditRecord, GENESIS};
+
+/// What an intact log contained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Files checked.
+    pub files: usize,
+    /// Records checked.
+    pub records: u64,
+    /// Checkpoints whose signature verified.
+    pub checkpoints: u64,
+}
+
+/// The first broken place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}: {reason}", file.display())]
+pub struct Broken {
+    /// File.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Expands directories into their `*.jsonl` files, sorted.
+pub fn expand(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut inside: Vec<PathBuf> = std::fs::read_dir(path)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                .collect();
+            inside.sort();
+            files.extend(inside);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Verifies `files` in order; `public_key` checks checkpoint signatures.
+pub fn verify(files: &[PathBuf], public_key: Option<&[u8]>) -> Result<Report, Broken> {
+    let mut report = Report {
+        files: 0,
+        records: 0,
+        checkpoints: 0,
+    };
+    let mut position = Position {
+        expected_seq: 1,
+        prev: GENESIS.to_string(),
+        prev_place: None,
+    };
+    for file in files {
+        report.files += 1;
+        verify_file(file, public_key, &mut position, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// Where the walk is: the next expected sequence number, the hash of the last line, and
+/// where that line is (so an edited record is reported at its own line).
+struct Position {
+    expected_seq: u64,
+    prev: String,
+    prev_place: Option<(PathBuf, usize)>,
+}
+
+fn verify_file(
+    file: &Path,
+    public_key: Option<&[u8]>,
+    position: &mut Position,
+    report: &mut Report,
+) -> Result<(), Broken> {
+    let Position {
+        expected_seq,
+        prev,
+        prev_place,
+    } = position;
+    let broken = |line: usize, reason: String| Broken {
+        file: file.to_path_buf(),
+        line,
+        reason,
+    };
+    let handle = std::fs::File::open(file).map_err(|e| broken(0, format!("cannot read: {e}")))?;
+    let bytes_len = handle.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut consumed = 0u64;
+    for (index, line) in BufReader::new(handle).split(b'\n').enumerate() {
+        let number = index + 1;
+        let line = line.map_err(|e| broken(number, format!("cannot read: {e}")))?;
+        consumed += line.len() as u64 + 1;
+        if consumed > bytes_len {
+            return Err(broken(
+                number,
+                "last line is incomplete (no newline): torn write or truncation".into(),
+            ));
+        }
+        let record: AuditRecord = serde_json::from_slice(&line)
+            .map_err(|e| broken(number, format!("not a valid audit record: {e}")))?;
+        if record.seq != *expected_seq {
+            return Err(broken(
+                number,
+                format!(
+                    "sequence {} where {} was expected (record deleted, inserted or reordered)",
+                    record.seq, expected_seq
+                ),
+            ));
+        }
+        if record.prev != *prev {
+            // The sequence is intact, so nothing was removed or inserted here: the record
+            // before this one was altered after it was written.
+            return Err(match prev_place.take() {
+                Some((file, line)) => Broken {
+                    file,
+                    line,
+                    reason: "record altered: its hash no longer matches the chain".into(),
+                },
+                None => broken(
+                    number,
+                    "hash chain broken: the first record does not start a chain".into(),
+                ),
+            });
+        }
+        if record.event == "checkpoint" {
+            let Some(signature) = record.signature.as_deref() else {
+                return Err(broken(number, "checkpoint without signature".into()));
+            };
+            if let Some(public) = public_key {
+                if !checkpoint::verify(public, record.seq, &record.prev, signature) {
+                    return Err(broken(
+                        number,
+                        "checkpoint signature does not verify with the configured key".into(),
+                    ));
+                }
+                report.checkpoints += 1;
+            }
+        } else if record.signature.is_some() {
+            return Err(broken(
+                number,
+                "signature on a record that is not a checkpoint".into(),
+            ));
+        }
+        *prev = line_hash(&line);
+        *prev_place = Some((file.to_path_buf(), number));
+        *expected_seq += 1;
+        report.records += 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! The audit writer: one dedicated thread, a bounded queue, group commit.
+//!
+//! Requests hand records to a bounded queue and never touch the disk themselves. The thread
+//! takes everything queued, chains it (`seq`, `prev`), writes the batch with one `write`, and
+//! makes it durable with one `fdatasync` — at once when a strict-mode record is waiting,
+//! otherwise within `fsync_interval`. If a write or sync fails, the file is cut back to where
+//! the batch began, the writer reports itself unhealthy (so PHI requests get 503 instead of
+//! being forwarded unrecorded) and retries the same batch until the disk accepts it: a record
+//! that was accepted is never dropped. Files rotate by size; a new file's first record links
+//! to the last line of the one before.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::checkpoint::CheckpointKey;
+use super::record::{line_hash, AuditRecord, GENESIS};
+
+/// Something for the writer thread to do.
+pub enum Job {
+    /// Append a record; the sender (strict mode) learns when it is durable.
+    Record(Box<AuditRecord>, Option<oneshot::Sender<()>>),
+    /// Write `audit_stop`, sync, and end; the sender learns when done.
+    Stop(oneshot::Sender<()>),
+}
+
+/// Writer settings.
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    /// Directory of `*.jsonl` files.
+    pub dir: PathBuf,
+    /// Longest time a batched record waits for fsync.
+    pub fsync_interval: Duration,
+    /// Rotate when a file reaches this size.
+    pub max_file_size: u64,
+    /// Write a signed checkpoint after this many records.
+    pub checkpoint_every: u64,
+    /// Replica id stamped on every record.
+    pub replica: String,
+}
+
+struct Chain {
+    file: File,
+    path: PathBuf,
+    len: u64,
+    seq: u64,
+    prev: String,
+    since_checkpoint: u64,
+}
+
+/// Opens the newest file in `dir` (repairing a torn last line) or starts a new one.
+fn open_chain(dir: &Path) -> std::io::Result<Chain> {
+    std::fs::create_dir_all(dir)?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    let Some(path) = files.pop() else {
+        return new_file(dir, 0, GENESIS.to_string());
+    };
+    let mut good_len = 0u64;
+    let mut last = None;
+    let reader = BufReader::new(File::open(&path)?);
+    for line in reader.split(b'\n') {
+        let line = line?;
+        match serde_json::from_slice::<AuditRecord>(&line) {
+            Ok(record) => {
+                good_len += line.len() as u64 + 1;
+                last = Some((record.seq, line_hash(&line)));
+            }
+            Err(_) => break,
+        }
+    }
+    let file = OpenOptions::new().append(true).open(&path)?;
+    if file.metadata()?.len() != good_len {
+        tracing::warn!(file = %path.display(), "audit file ends in a torn line from a crash; cutting it off");
+        file.set_len(good_len)?;
+        file.sync_all()?;
+    }
+    let (seq, prev) = last.unwrap_or((0, GENESIS.to_string()));
+    Ok(Chain {
+        file,
+        path,
+        len: good_len,
+        seq,
+        prev,
+        since_checkpoint: 0,
+    })
+}
+
+fn new_file(dir: &Path, seq: u64, prev: String) -> std::io::Result<Chain> {
+    let stamp = humantime::format_rfc3339_millis(std::time::SystemTime::now())
+        .to_string()
+        .replace(':', "");
+    let path = dir.join(format!("audit-{stamp}-{:012}.jsonl", seq + 1));
+    let file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(Chain {
+        file,
+        path,
+        len: 0,
+        seq,
+        prev,
+        since_checkpoint: 0,
+    })
+}
+
+/// Runs the writer until a `Stop` job (or every sender is gone).
+pub fn run(
+    settings: WriterSettings,
+    key: CheckpointKey,
+    jobs: Receiver<Job>,
+    healthy: Arc<AtomicBool>,
+) {
+    let mut chain = loop {
+        match open_chain(&settings.dir) {
+            Ok(chain) => break chain,
+            Err(err) => {
+                healthy.store(false, Ordering::Relaxed);
+                tracing::error!(dir = %settings.dir.display(), error = %err, "audit directory unusable; PHI requests refused until it works");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    };
+    healthy.store(true, Ordering::Relaxed);
+    let mut pending: Vec<(AuditRecord, Option<oneshot::Sender<()>>)> =
+        vec![(AuditRecord::new("audit_start"), None)];
+    let mut last_sync = Instant::now();
+    let mut dirty = false;
+    let mut stop: Option<oneshot::Sender<()>> = None;
+    loop {
+        if pending.is_empty() && stop.is_none() {
+            match jobs.recv_timeout(settings.fsync_interval) {
+                Ok(job) => accept(job, &mut pending, &mut stop),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stop = stop.or(Some(oneshot::channel().0)),
+            }
+        }
+        while pending.len() < 8192 && stop.is_none() {
+            match jobs.try_recv() {
+                Ok(job) => accept(job, &mut pending, &mut stop),
+                Err(_) => break,
+            }
+        }
+        if stop.is_some() {
+            pending.push((AuditRecord::new("audit_stop"), None));
+        }
+        let strict = pending.iter().any(|(_, ack)| ack.is_some());
+        let result = commit(
+            &mut chain,
+            &settings,
+            &key,
+            &mut pending,
+            strict || stop.is_some() || (dirty && last_sync.elapsed() >= settings.fsync_interval),
+        );
+        match result {
+            Ok(synced) => {
+                healthy.store(true, Ordering::Relaxed);
+                if synced {
+                    last_sync = Instant::now();
+                    dirty = false;
+                } else if !pending.is_empty() {
+                    dirty = true;
+                }
+                for (_, ack) in pending.drain(..) {
+                    if let Some(ack) = ack {
+                        let _ = ack.send(());
+                    }
+                }
+                if let Some(done) = stop.take() {
+                    let _ = done.send(());
+                    return;
+                }
+            }
+            Err(err) => {
+                if healthy.swap(false, Ordering::Relaxed) {
+                    tracing::error!(file = %chain.path.display(), error = %err, "audit write failed; PHI requests refused until it recovers");
+                }
+                if let Some(AuditRecord { event, .. }) = pending.last().map(|(r, _)| r) {
+                    if event == "audit_stop" {
+                        pending.pop();
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+                if chain.len >= settings.max_file_size || matches!(err.raw_os_error(), Some(27)) {
+                    if let Ok(next) = new_file(&settings.dir, chain.seq, chain.prev.clone()) {
+                        chain = next;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn accept(
+    job: Job,
+    pending: &mut Vec<(AuditRecord, Option<oneshot::Sender<()>>)>,
+    stop: &mut Option<oneshot::Sender<()>>,
+) {
+    match job {
+        Job::Record(record, ack) => pending.push((*record, ack)),
+        Job::Stop(done) => *stop = Some(done),
+    }
+}
+
+/// Chains, writes and (if `sync`) syncs `pending`. On error the file is cut back to where the
+/// batch began and the chain state is unchanged, so the same batch can be retried.
+fn commit(
+    chain: &mut Chain,
+    settings: &WriterSettings,
+    key: &CheckpointKey,
+    pending: &mut [(AuditRecord, Option<oneshot::Sender<()>>)],
+    sync: bool,
+) -> std::io::Result<bool> {
+    if pending.is_empty() {
+        if sync {
+            chain.file.sync_data()?;
+        }
+        return Ok(sync);
+    }
+    let (mut seq, mut prev, mut since) = (chain.seq, chain.prev.clone(), chain.since_checkpoint);
+    let mut buffer = Vec::with_capacity(pending.len() * 400);
+    for (record, _) in pending.iter_mut() {
+        append(&mut buffer, record, &mut seq, &mut prev, &settings.replica)?;
+        since += 1;
+        if since >= settings.checkpoint_every {
+            let mut checkpoint = AuditRecord::new("checkpoint");
+            checkpoint.signature = Some(key.sign(seq + 1, &prev));
+            append(
+                &mut buffer,
+                &mut checkpoint,
+                &mut seq,
+                &mut prev,
+                &settings.replica,
+            )?;
+            since = 0;
+        }
+    }
+    let start = chain.len;
+    let written =
+        chain
+            .file
+            .write_all(&buffer)
+            .and_then(|()| if sync { chain.file.sync_data() } else { Ok(()) });
+    if let Err(err) = written {
+        let _ = chain.file.set_len(start);
+        let _ = chain.file.seek(std::io::SeekFrom::End(0));
+        return Err(err);
+    }
+    chain.len = start + buffer.len() as u64;
+    chain.seq = seq;
+    chain.prev = prev;
+    chain.since_checkpoint = since;
+    if chain.len >= settings.max_file_size {
+        chain.file.sync_all()?;
+        *chain = new_file(&settings.dir, chain.seq, chain.prev.clone())?;
+    }
+    Ok(sync)
+}
+
+fn append(
+    buffer: &mut Vec<u8>,
+    record: &mut AuditRecord,
+    seq: &mut u64,
+    prev: &mut String,
+    replica: &str,
+) -> std::io::Result<()> {
+    *seq += 1;
+    record.seq = *seq;
+    record.prev = prev.clone();
+    record.replica = Some(replica.to_string());
+    let line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+    *prev = line_hash(&line);
+    buffer.extend_from_slice(&line);
+    buffer.push(b'\n');
+    Ok(())
+}

@@ -1,0 +1,388 @@
+//! The audit trail end to end: every PHI access (allowed or refused) and every security event
+//! is recorded before anything reaches the backend, the chain verifies, every kind of
+//! tampering is caught at its line, rotation keeps the chain, and an unusable audit sink
+//! refuses PHI requests (503) until it works again.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::support::auth::{add_user, code, token, PASSWORD};
+use crate::support::{config, run_cli, write_config, Backend, Wardgate};
+
+fn audit_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("data/audit"))
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|x| x == "jsonl"));
+    files.sort();
+    files
+}
+
+fn records(dir: &Path) -> Vec<serde_json::Value> {
+    audit_files(dir)
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|line| serde_json::from_str(&line).ok())
+        .collect()
+}
+
+fn verify(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let mut all = vec!["audit", "verify"];
+    all.extend_from_slice(args);
+    run_cli(&all, cwd)
+}
+
+async fn wait_for_record(dir: &Path, check: impl Fn(&serde_json::Value) -> bool) -> bool {
+    for _ in 0..50 {
+        if records(dir).iter().any(&check) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn phi_accesses_and_security_events_are_recorded_and_the_chain_verifies() {
+    let backend = Backend::start().await;
+    let toml = config(backend.addr, "\n[audit]\ncheckpoint_every = 5\n");
+    let (dir, path) = write_config(&toml);
+    let pat = add_user(
+        &path,
+        "pat",
+        &["--role", "patient", "--claim", "patient_id=7"],
+        true,
+    );
+    let mut proxy = Wardgate::start_in(dir, path.clone());
+    let client = proxy.client();
+    let token = token(&proxy, &pat, &code(&pat)).await;
+
+    let response = client
+        .get(proxy.url("/patients/7/records"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let _ = response.bytes().await;
+    let refused = client
+        .get(proxy.url("/patients/8/records"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(refused.status(), 401);
+    assert_eq!(login_failure(&proxy).await, 401);
+
+    let home = proxy.dir.path().to_path_buf();
+    assert!(
+        wait_for_record(&home, |r| r["request_id"] == request_id.as_str()
+            && r["status"] == 200)
+        .await,
+        "no completion record"
+    );
+    proxy.signal("TERM");
+    assert_eq!(proxy.exited(Duration::from_secs(10)).await, Some(0));
+
+    let all = records(&home);
+    let access: Vec<&serde_json::Value> = all
+        .iter()
+        .filter(|r| r["request_id"] == request_id.as_str())
+        .collect();
+    assert_eq!(
+        access.len(),
+        2,
+        "admission and completion records: {access:?}"
+    );
+    assert_eq!(access[0]["event"], "access");
+    assert_eq!(access[0]["decision"], "allow");
+    assert_eq!(access[0]["user"], "pat");
+    assert_eq!(access[0]["patient_id"], "7");
+    assert_eq!(access[0]["route"], "patient-records");
+    assert_eq!(access[0]["path"], "/patients/7/records");
+    assert_eq!(access[0]["session"].as_str().map(str::len), Some(32));
+    assert!(
+        access[0].get("status").is_none(),
+        "admission happens before forwarding"
+    );
+    assert_eq!(access[1]["status"], 200);
+    assert!(access[1]["bytes"].as_u64().is_some_and(|b| b > 0));
+    assert!(all.iter().any(|r| r["event"] == "access"
+        && r["decision"] == "deny"
+        && r["patient_id"] == "8"
+        && r["status"] == 401));
+    for event in [
+        "audit_start",
+        "login",
+        "login_failed",
+        "checkpoint",
+        "audit_stop",
+    ] {
+        assert!(all.iter().any(|r| r["event"] == event), "no {event} record");
+    }
+    let text: String = audit_files(&home)
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+        .collect();
+    assert!(
+        !text.contains(&token) && !text.contains(PASSWORD),
+        "a secret reached the audit trail"
+    );
+    assert!(all.iter().all(|r| r["ts"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z') && t.len() == 24)));
+
+    let config_arg = path.to_str().expect("path");
+    let audit_dir = home.join("data/audit");
+    let (status, out, err) = verify(
+        &["--config", config_arg, audit_dir.to_str().expect("dir")],
+        &home,
+    );
+    assert_eq!(status, 0, "{out}{err}");
+    assert!(
+        out.starts_with("intact:") && !out.contains(" 0 checkpoint signatures"),
+        "{out}"
+    );
+}
+
+async fn login_failure(proxy: &Wardgate) -> u16 {
+    crate::support::auth::login(proxy, "pat", "not the right one", "000000")
+        .await
+        .status()
+        .as_u16()
+}
+
+/// Writes a small, valid log by running the proxy, then stops it.
+async fn sample_log() -> (tempfile::TempDir, PathBuf) {
+    let backend = Backend::start().await;
+    let (dir, path) = write_config(&config(backend.addr, "\n[audit]\ncheckpoint_every = 3\n"));
+    let mut proxy = Wardgate::start_in(dir, path.clone());
+    let client = proxy.client();
+    for patient in 1..=6 {
+        let _ = client
+            .get(proxy.url(&format!("/patients/{patient}/records")))
+            .send()
+            .await;
+    }
+    proxy.signal("TERM");
+    assert_eq!(proxy.exited(Duration::from_secs(10)).await, Some(0));
+    let copy = tempfile::tempdir().expect("tempdir");
+    let file = audit_files(path.parent().expect("dir"))
+        .pop()
+        .expect("audit file");
+    let target = copy.path().join("audit-1.jsonl");
+    std::fs::copy(&file, &target).expect("copy");
+    std::fs::copy(
+        path.parent().expect("dir").join("data/audit-signing.pub"),
+        copy.path().join("key.pub"),
+    )
+    .expect("pub");
+    (copy, target)
+}
+
+#[tokio::test]
+async fn every_kind_of_tampering_is_reported_at_its_line() {
+    let (dir, file) = sample_log().await;
+    let original = std::fs::read_to_string(&file).expect("read");
+    let lines: Vec<&str> = original.lines().collect();
+    assert!(lines.len() >= 10, "sample too small: {}", lines.len());
+    let (status, out, err) = verify(&[file.to_str().expect("path")], dir.path());
+    assert_eq!(status, 0, "{out}{err}");
+
+    let join = |lines: &[String]| lines.join("\n") + "\n";
+    let owned: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    let mut cases: Vec<(&str, String, usize)> = Vec::new();
+    let target = owned
+        .iter()
+        .position(|l| l.contains("\"/patients/"))
+        .expect("an access record");
+    let mut edited = owned.clone();
+    edited[target] = edited[target].replacen("\"/patients/", "\"/patientz/", 1);
+    cases.push(("edit", join(&edited), target + 1));
+    let mut deleted = owned.clone();
+    deleted.remove(3);
+    cases.push(("delete", join(&deleted), 4));
+    let mut inserted = owned.clone();
+    inserted.insert(2, owned[2].clone());
+    cases.push(("insert", join(&inserted), 4)); // the second, identical copy is the extra one
+    let mut reordered = owned.clone();
+    reordered.swap(5, 6);
+    cases.push(("reorder", join(&reordered), 6));
+    let truncated = original[..original.len() - 20].to_string();
+    cases.push(("torn tail", truncated, lines.len()));
+    for (name, text, line) in cases {
+        std::fs::write(&file, text).expect("write");
+        let (status, _, err) = verify(&[file.to_str().expect("path")], dir.path());
+        assert_eq!(status, 1, "{name} not detected");
+        let expected = format!("{}:{line}:", file.display());
+        assert!(
+            err.starts_with(&expected),
+            "{name}: expected {expected}, got {err}"
+        );
+    }
+    // A forged checkpoint signature is caught when the key is known.
+    let mut broken_sig = owned.clone();
+    let sig_line = broken_sig
+        .iter()
+        .position(|l| l.contains("\"checkpoint\""))
+        .expect("a checkpoint");
+    let at = broken_sig[sig_line].find("\"signature\":\"").expect("sig") + 13;
+    let flipped = if &broken_sig[sig_line][at..at + 1] == "a" {
+        "b"
+    } else {
+        "a"
+    };
+    broken_sig[sig_line].replace_range(at..at + 1, flipped);
+    std::fs::write(&file, join(&broken_sig)).expect("write");
+    let config = dir.path().join("verify.toml");
+    std::fs::write(&config, "[audit]\nsigning_key = \"key.key\"\n").expect("config");
+    let (status, _, err) = verify(
+        &[
+            "--config",
+            config.to_str().expect("cfg"),
+            file.to_str().expect("path"),
+        ],
+        dir.path(),
+    );
+    assert_eq!(status, 1);
+    assert!(
+        err.starts_with(&format!(
+            "{}:{}: checkpoint signature does not verify",
+            file.display(),
+            sig_line + 1
+        )),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn rotation_keeps_one_chain_across_files() {
+    let backend = Backend::start().await;
+    let (dir, path) = write_config(&config(
+        backend.addr,
+        "\n[audit]\nmax_file_size = \"4096\"\n",
+    ));
+    let mut proxy = Wardgate::start_in(dir, path);
+    let client = proxy.client();
+    for patient in 0..40 {
+        let _ = client
+            .get(proxy.url(&format!("/patients/{patient}/records")))
+            .send()
+            .await;
+    }
+    proxy.signal("TERM");
+    assert_eq!(proxy.exited(Duration::from_secs(10)).await, Some(0));
+    let home = proxy.dir.path().to_path_buf();
+    let files = audit_files(&home);
+    assert!(
+        files.len() >= 3,
+        "expected rotation, got {} files",
+        files.len()
+    );
+    let (status, out, err) = verify(&[home.join("data/audit").to_str().expect("dir")], &home);
+    assert_eq!(status, 0, "{out}{err}");
+    // Removing a middle file breaks the linkage at the first record of the next one.
+    std::fs::remove_file(&files[1]).expect("remove");
+    let (status, _, err) = verify(&[home.join("data/audit").to_str().expect("dir")], &home);
+    assert_eq!(status, 1);
+    assert!(
+        err.starts_with(&format!("{}:1:", files[2].display())),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn unusable_audit_sink_refuses_phi_requests_until_it_recovers() {
+    let backend = Backend::start().await;
+    let (dir, path) = write_config(&config(backend.addr, "\n[audit]\ndir = \"blocked\"\n"));
+    let home = dir.path().to_path_buf();
+    std::fs::write(
+        home.join("blocked"),
+        "a file where the audit directory should be",
+    )
+    .expect("block");
+    let pat = add_user(&path, "pat", &["--claim", "patient_id=7"], true);
+    let proxy = Wardgate::start_in(dir, path);
+    let client = proxy.client();
+    let token = token(&proxy, &pat, &code(&pat)).await;
+    let phi = client
+        .get(proxy.url("/patients/7/records"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(phi.status(), 503);
+    assert_eq!(
+        client
+            .get(proxy.url("/private/x"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200,
+        "non-PHI traffic continues"
+    );
+    assert_eq!(
+        client
+            .get(proxy.url("/pub/x"))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(proxy.admin_url("/readyz"))
+            .await
+            .expect("readyz")
+            .status(),
+        503
+    );
+    assert!(
+        backend
+            .seen()
+            .iter()
+            .all(|s| !s.path_and_query.starts_with("/patients")),
+        "PHI forwarded unrecorded"
+    );
+
+    std::fs::remove_file(home.join("blocked")).expect("unblock");
+    let mut recovered = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if client
+            .get(proxy.url("/patients/7/records"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("send")
+            .status()
+            == 200
+        {
+            recovered = true;
+            break;
+        }
+    }
+    assert!(
+        recovered,
+        "PHI access did not recover when the audit directory came back"
+    );
+    assert_eq!(
+        reqwest::get(proxy.admin_url("/readyz"))
+            .await
+            .expect("readyz")
+            .status(),
+        200
+    );
+}
