@@ -20,7 +20,7 @@ fn config_text() -> String {
             "[[routes]]\nname = \"r{index}\"\npath = \"/svc{index}/{{id}}/**\"\nupstream = \"u\"\npublic = true\n"
         ));
     }
-    toml.push_str("[[routes]]\nname = \"records\"\nhost = \"portal.example.org\"\npath = \"/api/patients/{patient_id}/records\"\nmethods = [\"GET\"]\nupstream = \"u\"\n");
+    toml.push_str("[[routes]]\nname = \"records\"\nhost = \"portal.example.org\"\npath = \"/api/patients/{patient_id}/records\"\nmethods = [\"GET\"]\nupstream = \"u\"\nphi = true\nallow = [{ roles = [\"clinician\"] }, { roles = [\"patient\"], match = { patient_id = \"claim:patient_id\" } }]\n");
     toml
 }
 
@@ -85,6 +85,11 @@ fn bench(c: &mut Criterion) {
         .header("authorization", format!("Bearer {token}"))
         .body(())
         .expect("request");
+    let conn = wardgate::gate::context::ConnInfo {
+        peer: "127.0.0.1:40000".parse().expect("addr"),
+        client_identity: None,
+    };
+    let now = wardgate::state::unix_now();
     c.bench_function("stages/normalize+route+session+authorize", |b| {
         b.iter(|| {
             runtime.block_on(async {
@@ -98,10 +103,12 @@ fn bench(c: &mut Criterion) {
                     &matched.route,
                     request.method(),
                     request.headers(),
+                    None,
                 )
                 .await
                 .expect("caller");
-                wardgate::authz::authorize(&matched, caller).expect("permit")
+                wardgate::authz::authorize(&matched, caller, &conn, request.method(), now)
+                    .expect("permit")
             })
         })
     });

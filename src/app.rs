@@ -32,6 +32,8 @@ pub struct App {
     pub session_keys: SessionKeys,
     /// Password hashing on the blocking pool.
     pub passwords: PasswordWorker,
+    /// Signs `X-Wardgate-Assertion` and publishes the JWKS.
+    pub assertions: crate::proxy::assertion::AssertionSigner,
     pools: HashMap<String, Arc<UpstreamPool>>,
 }
 
@@ -48,6 +50,9 @@ impl App {
             .map_err(|e| e.to_string())?;
         let session_keys = SessionKeys::load_or_create(&auth.session_keys_file)?;
         let passwords = PasswordWorker::new(auth.hash, auth.max_concurrent_hashes)?;
+        let assertions = crate::proxy::assertion::AssertionSigner::load_or_create(
+            &config.data_dir.join("assertion-signing.key"),
+        )?;
         let mut pools = HashMap::new();
         for (name, upstream) in &config.upstreams {
             let pool = Arc::new(UpstreamPool::new(name, upstream, &config.proxy)?);
@@ -61,6 +66,7 @@ impl App {
             users,
             session_keys,
             passwords,
+            assertions,
             pools,
             config: Arc::new(config),
         })

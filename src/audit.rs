@@ -204,7 +204,7 @@ pub fn refused(
     status: http::StatusCode,
 ) {
     let phi = ctx.route.as_ref().is_some_and(|r| r.phi);
-    let forbidden = matches!(error, GateError::Forbidden(_));
+    let forbidden = matches!(error, GateError::Forbidden(_) | GateError::Denied { .. });
     if !phi && !forbidden {
         return;
     }
@@ -217,6 +217,9 @@ pub fn refused(
         record.path = Some(path.clone());
     }
     record.decision = Some("deny".into());
+    if let GateError::Denied { rule, .. } = error {
+        record.rule = rule.clone();
+    }
     record.reason = Some(error.to_string());
     record.status = Some(status.as_u16());
     app.audit.submit_or_wait(record);

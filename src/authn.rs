@@ -9,8 +9,11 @@
 
 use http::{HeaderMap, Method};
 
+use std::sync::Arc;
+
 use crate::app::App;
 use crate::config::RouteConfig;
+use crate::gate::context::ClientIdentity;
 use crate::gate::error::GateError;
 
 pub mod events;
@@ -32,8 +35,10 @@ pub const SESSION_COOKIE: &str = "__Host-wardgate";
 pub enum Caller {
     /// No credentials were needed: the route is public.
     Anonymous,
-    /// A user with a valid two-factor session.
-    User(Principal),
+    /// A user with a valid session (and the client certificate of the connection, if any).
+    User(Principal, Option<Arc<ClientIdentity>>),
+    /// A service or device identified only by its verified client certificate (mTLS).
+    Service(Arc<ClientIdentity>),
 }
 
 /// Where the credential came from.
@@ -112,11 +117,17 @@ pub async fn authenticate(
     route: &RouteConfig,
     method: &Method,
     headers: &HeaderMap,
+    client_cert: Option<&Arc<ClientIdentity>>,
 ) -> Result<Caller, GateError> {
     if route.public {
         return Ok(Caller::Anonymous);
     }
-    let (token, source) = credential(headers).ok_or(GateError::Unauthenticated)?;
+    let Some((token, source)) = credential(headers) else {
+        return match client_cert {
+            Some(identity) => Ok(Caller::Service(Arc::clone(identity))),
+            None => Err(GateError::Unauthenticated),
+        };
+    };
     let principal = session::validate(app, token, crate::state::unix_now()).await?;
     let unsafe_method = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
     if source == CredentialSource::Cookie
@@ -127,7 +138,7 @@ pub async fn authenticate(
             "cross-origin request with session cookie",
         ));
     }
-    Ok(Caller::User(principal))
+    Ok(Caller::User(principal, client_cert.cloned()))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::config::ConfigError;
 
 mod audit;
+mod policy;
 mod serve;
 mod user;
 
@@ -49,6 +50,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Dry-run authorization decisions.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
     /// The audit trail.
     Audit {
         #[command(subcommand)]
@@ -86,6 +92,9 @@ pub enum CliError {
     /// Something failed at run time (exit 1).
     #[error("{0}")]
     Runtime(String),
+    /// The answer was already printed; exit with this code.
+    #[error("")]
+    Quiet(u8),
 }
 
 impl CliError {
@@ -94,6 +103,7 @@ impl CliError {
         match self {
             CliError::Config(_) => 2,
             CliError::Runtime(_) => 1,
+            CliError::Quiet(code) => *code,
         }
     }
 }
@@ -105,6 +115,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo { config } => serve::demo(config),
         Command::User { config, command } => user::run(&config, command),
         Command::Audit { command } => audit::run(command),
+        Command::Policy { command } => policy::run(command),
         Command::Keys {
             config,
             command: KeysCommand::Rotate,

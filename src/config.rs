@@ -20,6 +20,7 @@ use crate::gate::route::{HostPattern, PathPattern};
 
 pub mod error;
 pub mod file;
+mod rules;
 pub mod units;
 mod validate;
 
@@ -273,6 +274,10 @@ pub struct RouteConfig {
     pub max_body: u64,
     /// How PHI accesses wait for their audit record.
     pub audit: AuditMode,
+    /// Compiled `allow`/`deny` rules.
+    pub policy: crate::authz::policy::Policy,
+    /// Step-up: longest time since the factors were proved.
+    pub max_auth_age: Option<Duration>,
 }
 
 // === impl Config ===

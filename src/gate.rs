@@ -75,10 +75,24 @@ async fn pipeline(
     ctx.route = Some(Arc::clone(&matched.route));
     ctx.note_route(&matched, &target);
     // 4. authenticate: who is calling, or 401 / login redirect.
-    let caller = authn::authenticate(app, &matched.route, req.method(), req.headers()).await?;
+    let client_cert = ctx.conn.client_identity.clone();
+    let caller = authn::authenticate(
+        app,
+        &matched.route,
+        req.method(),
+        req.headers(),
+        client_cert.as_ref(),
+    )
+    .await?;
     ctx.note_caller(&caller);
     // 5. authorize: a Permit, or a refusal.
-    let permit = authz::authorize(&matched, caller)?;
+    let permit = authz::authorize(
+        &matched,
+        caller,
+        &ctx.conn,
+        req.method(),
+        crate::state::unix_now(),
+    )?;
     // 6. audit: a PHI access is recorded first, or refused (503).
     let ticket = audit::admit(app, ctx, &permit, &target, req.method()).await?;
     // 7. forward: stream to the upstream and back.

@@ -9,7 +9,9 @@ fn main() -> ExitCode {
     match wardgate::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("{err}");
+            if !matches!(err, wardgate::cli::CliError::Quiet(_)) {
+                eprintln!("{err}");
+            }
             ExitCode::from(err.exit_code())
         }
     }

@@ -21,6 +21,7 @@ use crate::gate::context::RequestCtx;
 use crate::gate::error::GateError;
 use crate::gate::target::RequestTarget;
 
+pub mod assertion;
 pub mod client;
 pub mod headers;
 pub mod health;
@@ -55,8 +56,17 @@ pub async fn forward(
         &app.config.proxy,
         upgrade,
     );
-    if let crate::authn::Caller::User(principal) = permit.caller() {
+    if let crate::authn::Caller::User(principal, _) = permit.caller() {
         headers::set_identity(&mut parts.headers, principal);
+        let issuer = &app.config.listen.public_url;
+        if let Some(assertion) =
+            app.assertions
+                .assertion(principal, &route.upstream, issuer, crate::state::unix_now())
+        {
+            if let Ok(value) = http::HeaderValue::from_str(&assertion) {
+                parts.headers.insert("x-wardgate-assertion", value);
+            }
+        }
     }
     parts.version = http::Version::HTTP_11;
     let bodyless = incoming.is_end_stream();

@@ -92,6 +92,8 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     async fn put_session(&self, session: &SessionRecord, ttl: Duration) -> Result<(), StateError>;
     /// Looks a session up; `None` if it never existed, expired or was revoked.
     async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StateError>;
+    /// Step-up: records that the factors were proved again at `auth_time`.
+    async fn set_auth_time(&self, id: &str, auth_time: u64) -> Result<(), StateError>;
     /// Records activity on a session.
     async fn touch_session(&self, id: &str, now: u64) -> Result<(), StateError>;
     /// Revokes one session. Returns whether it existed.

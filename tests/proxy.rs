@@ -9,6 +9,8 @@ mod admin;
 mod audit;
 #[path = "proxy/auth_api.rs"]
 mod auth_api;
+#[path = "proxy/authz.rs"]
+mod authz;
 #[path = "proxy/browser.rs"]
 mod browser;
 #[path = "proxy/config_errors.rs"]

@@ -17,6 +17,8 @@ pub enum Event {
     Enroll,
     /// Session ended by the user.
     Logout,
+    /// The second factor was proved again for a route's `max_auth_age`.
+    StepUp,
 }
 
 impl Event {
@@ -29,6 +31,7 @@ impl Event {
             Event::Lockout => "lockout",
             Event::Enroll => "enroll",
             Event::Logout => "logout",
+            Event::StepUp => "step_up",
         }
     }
 }
@@ -41,7 +44,7 @@ pub fn emit(app: &crate::app::App, event: Event, user: &str, src_ip: &str, reaso
     record.reason = Some(reason.to_string());
     app.audit.submit_or_wait(record);
     match event {
-        Event::Login | Event::Enroll | Event::Logout => {
+        Event::Login | Event::Enroll | Event::Logout | Event::StepUp => {
             tracing::info!(target: "wardgate::security", event = event.name(), user, src_ip, reason, "security event")
         }
         Event::LoginFailed | Event::TotpFailed | Event::Lockout => {

@@ -55,9 +55,11 @@ pub async fn handle(
         (Method::POST, "/.wardgate/logout") => pages::logout(app, ctx, req).await,
         (Method::GET, "/.wardgate/assets/portal.css") => Ok(pages::stylesheet()),
         (Method::GET, "/.wardgate/session") => api::session(app, &req).await,
+        (Method::GET, "/.wardgate/jwks.json") => Ok(jwks(app)),
         (Method::POST, "/.wardgate/api/login") => api::login(app, ctx, req).await,
         (Method::POST, "/.wardgate/api/enroll") => api::enroll(app, ctx, req).await,
         (Method::POST, "/.wardgate/api/logout") => api::logout(app, ctx, req).await,
+        (Method::POST, "/.wardgate/api/step-up") => api::step_up(app, ctx, req).await,
         _ => Err(GateError::NoRoute),
     }?;
     response
@@ -101,4 +103,14 @@ fn set_cookie(name: &str, value: &str, max_age: u64) -> HeaderValue {
     .unwrap_or(HeaderValue::from_static(
         "__Host-wardgate=; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
     ))
+}
+
+/// `GET /.wardgate/jwks.json`: the public key that verifies `X-Wardgate-Assertion`.
+fn jwks(app: &App) -> Response<Body> {
+    let mut response = Response::new(body::full(app.assertions.jwks().to_string()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwk-set+json"),
+    );
+    response
 }

@@ -215,6 +215,41 @@ pub struct RouteFile {
     pub max_body: Option<ByteSize>,
     /// `batched` (default) or `strict`.
     pub audit: Option<Spanned<String>>,
+    /// Rules that admit a request (default deny).
+    pub allow: Option<Vec<Spanned<RuleFile>>>,
+    /// Rules that refuse a request whatever the allow rules say.
+    pub deny: Option<Vec<Spanned<RuleFile>>>,
+    /// Sessions authenticated longer ago must step up (re-enter a TOTP code).
+    pub max_auth_age: Option<HumanDuration>,
+}
+
+/// One `allow`/`deny` rule: every condition it names must hold.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    /// Name used in decisions (default `allow[INDEX]`).
+    pub name: Option<String>,
+    /// Usernames.
+    pub users: Option<Vec<String>>,
+    /// Roles.
+    pub roles: Option<Vec<String>>,
+    /// Groups.
+    pub groups: Option<Vec<String>>,
+    /// Claims that must have these values.
+    pub claims: Option<BTreeMap<String, String>>,
+    /// Client-certificate subjects (`CN=...`) or SANs (`DNS:...`, `URI:...`).
+    pub client_cert: Option<Vec<String>>,
+    /// Any signed-in user.
+    pub authenticated: Option<bool>,
+    /// Methods.
+    pub methods: Option<Vec<String>>,
+    /// Source networks (CIDR).
+    pub networks: Option<Vec<String>>,
+    /// Path parameter = `"claim:NAME"`: the parameter must equal the caller's claim.
+    #[serde(rename = "match")]
+    pub bindings: Option<BTreeMap<String, String>>,
+    /// Require a second factor (default true).
+    pub mfa: Option<bool>,
 }
 
 /// `[users]`.

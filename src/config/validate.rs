@@ -600,6 +600,7 @@ fn routes(
                 ),
             );
         }
+        let policy = super::rules::compile(route, index, &path, sink);
         let phi = route.phi.as_ref().is_some_and(|p| *p.get_ref());
         if phi && route.public {
             let at = route.phi.as_ref().map_or(spanned.span(), |p| p.span());
@@ -618,6 +619,8 @@ fn routes(
             public: route.public,
             phi,
             max_body: route.max_body.map_or(default_max_body, |s| s.0),
+            policy,
+            max_auth_age: route.max_auth_age.map(|d| d.0),
             audit: match route
                 .audit
                 .as_ref()

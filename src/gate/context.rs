@@ -106,7 +106,7 @@ impl RequestCtx {
 
     /// Records the authenticated user for the request log.
     pub fn note_caller(&mut self, caller: &crate::authn::Caller) {
-        if let crate::authn::Caller::User(principal) = caller {
+        if let crate::authn::Caller::User(principal, _) = caller {
             self.user = Some(principal.user.name.clone());
             self.roles = Some(principal.user.roles.clone());
             self.session = Some(principal.session_id.clone());

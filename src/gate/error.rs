@@ -39,9 +39,20 @@ pub enum GateError {
     /// A login attempt failed (any cause: the answer is the same for all).
     #[error("invalid credentials")]
     InvalidCredentials,
-    /// Refused by a rule (policy, CSRF origin check).
+    /// Refused by a fixed check (CSRF origin check).
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
+    /// Refused by the route's policy; the rule and reason go to the audit record only.
+    #[error("{reason}")]
+    Denied {
+        /// The deny rule that matched, if one did.
+        rule: Option<String>,
+        /// Why.
+        reason: String,
+    },
+    /// The session is older than the route's `max_auth_age`: re-enter a TOTP code.
+    #[error("step-up required (max_age {0}s)")]
+    StepUpRequired(u64),
     /// Rate limited or locked out; retry after this many seconds.
     #[error("too many requests (retry after {0}s)")]
     TooManyRequests(u64),
@@ -84,6 +95,8 @@ impl GateError {
             GateError::InvalidSession(_) => StatusCode::UNAUTHORIZED,
             GateError::InvalidCredentials => StatusCode::UNAUTHORIZED,
             GateError::Forbidden(_) => StatusCode::FORBIDDEN,
+            GateError::Denied { .. } => StatusCode::FORBIDDEN,
+            GateError::StepUpRequired(_) => StatusCode::UNAUTHORIZED,
             GateError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             GateError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GateError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -144,6 +157,15 @@ mod tests {
             (GateError::InvalidSession("x".into()), 401, Blame::Client),
             (GateError::InvalidCredentials, 401, Blame::Client),
             (GateError::Forbidden("x"), 403, Blame::Client),
+            (
+                GateError::Denied {
+                    rule: None,
+                    reason: "x".into(),
+                },
+                403,
+                Blame::Client,
+            ),
+            (GateError::StepUpRequired(60), 401, Blame::Client),
             (GateError::TooManyRequests(3), 429, Blame::Client),
             (GateError::UnsupportedMediaType, 415, Blame::Client),
             (

@@ -42,6 +42,13 @@ pub fn error_response(ctx: &RequestCtx, error: &GateError) -> Response<Body> {
         GateError::Unauthenticated | GateError::InvalidSession(_) => {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        GateError::StepUpRequired(max_age) => {
+            let challenge =
+                format!("Bearer error=\"insufficient_user_authentication\", max_age={max_age}");
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                headers.insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
         GateError::TooManyRequests(seconds) => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
         }

@@ -163,6 +163,14 @@ impl PathPattern {
         Ok(PathPattern { segments })
     }
 
+    /// Names of the `{param}` segments.
+    pub fn params(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Param(name) => Some(name.as_str()),
+            _ => None,
+        })
+    }
+
     /// Matches a canonical path, capturing parameters into `params`.
     fn matches(&self, path: &str, params: &mut Vec<(String, String)>) -> bool {
         let body = &path[1..];
@@ -263,6 +271,8 @@ mod tests {
             phi: false,
             max_body: 0,
             audit: crate::config::AuditMode::Batched,
+            policy: crate::authz::policy::Policy::default(),
+            max_auth_age: None,
         }
     }
 

@@ -87,6 +87,13 @@ impl StateStore for MemoryStore {
         Ok(())
     }
 
+    async fn set_auth_time(&self, id: &str, auth_time: u64) -> Result<(), StateError> {
+        if let Some(mut entry) = self.sessions.get_mut(id) {
+            entry.value.auth_time = auth_time;
+        }
+        Ok(())
+    }
+
     async fn revoke_session(&self, id: &str) -> Result<bool, StateError> {
         Ok(self.sessions.remove(id).is_some())
     }

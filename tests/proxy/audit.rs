@@ -311,7 +311,12 @@ async fn unusable_audit_sink_refuses_phi_requests_until_it_recovers() {
         "a file where the audit directory should be",
     )
     .expect("block");
-    let pat = add_user(&path, "pat", &["--claim", "patient_id=7"], true);
+    let pat = add_user(
+        &path,
+        "pat",
+        &["--role", "patient", "--claim", "patient_id=7"],
+        true,
+    );
     let proxy = Wardgate::start_in(dir, path);
     let client = proxy.client();
     let token = token(&proxy, &pat, &code(&pat)).await;

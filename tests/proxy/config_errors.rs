@@ -26,6 +26,7 @@ name = "records"
 path = "/patients/{patient_id}/**"
 upstream = "ehr"
 phi = true
+allow = [{ roles = ["clinician"] }]
 "#;
 
 #[test]
@@ -92,10 +93,10 @@ fn every_validation_error_is_reported_at_once() {
     let expect = [
         format!("{file}:4: listen.tls.cert: file `"),
         format!("{file}:4: listen.tls.key: file `"),
-        format!("{file}:16: routes[1].name: route name `records` must be non-empty and unique"),
-        format!("{file}:17: routes[1].path: "),
-        format!("{file}:18: routes[1].upstream: unknown upstream `nope`"),
-        format!("{file}:19: routes[1].methods: "),
+        format!("{file}:17: routes[1].name: route name `records` must be non-empty and unique"),
+        format!("{file}:18: routes[1].path: "),
+        format!("{file}:19: routes[1].upstream: unknown upstream `nope`"),
+        format!("{file}:20: routes[1].methods: "),
     ];
     for want in &expect {
         assert!(

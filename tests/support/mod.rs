@@ -80,12 +80,15 @@ public = true
 name = "private"
 path = "/private/**"
 upstream = "b"
+allow = [{{ authenticated = true }}]
 
 [[routes]]
 name = "patient-records"
 path = "/patients/{{patient_id}}/**"
 upstream = "b"
 phi = true
+allow = [{{ roles = ["clinician"] }}, {{ roles = ["patient"], match = {{ patient_id = "claim:patient_id" }} }}]
+deny = [{{ name = "suspended", groups = ["suspended"] }}]
 {extra}
 "#
     )

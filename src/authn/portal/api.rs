@@ -120,3 +120,43 @@ pub(super) async fn session(
     );
     Ok(response)
 }
+
+#[derive(Deserialize)]
+struct StepUpRequest {
+    totp: String,
+}
+
+/// `POST /.wardgate/api/step-up` `{"totp"}` → 200; the session's authentication time is now.
+pub(super) async fn step_up(
+    app: &App,
+    ctx: &RequestCtx,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, GateError> {
+    let (token, source) = credential(req.headers()).ok_or(GateError::Unauthenticated)?;
+    if source == CredentialSource::Cookie
+        && !same_origin(req.headers(), &app.config.listen.public_url)
+    {
+        return Err(GateError::Forbidden(
+            "step-up with cookie from another origin",
+        ));
+    }
+    let principal = session::validate(app, token, unix_now()).await?;
+    let input: StepUpRequest = read_json(req).await?;
+    flow::totp_step(app, ctx, &principal.user, &input.totp).await?;
+    let now = unix_now();
+    app.state
+        .set_auth_time(&principal.session_id, now)
+        .await
+        .map_err(|e| GateError::StateUnavailable(e.to_string()))?;
+    crate::authn::events::emit(
+        app,
+        crate::authn::events::Event::StepUp,
+        &principal.user.name,
+        &ctx.conn.peer.ip().to_string(),
+        "TOTP re-entered",
+    );
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "auth_time": now }),
+    ))
+}
