@@ -107,7 +107,7 @@ fn bench(c: &mut Criterion) {
                 )
                 .await
                 .expect("caller");
-                wardgate::authz::authorize(&matched, caller, &conn, request.method(), now)
+                wardgate::authz::authorize(&matched, caller, &conn, request.method(), now, None)
                     .expect("permit")
             })
         })

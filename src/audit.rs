@@ -176,7 +176,7 @@ pub async fn admit(
     method: &http::Method,
 ) -> Result<AuditTicket, GateError> {
     let route = permit.route();
-    if !route.phi {
+    if !route.phi && permit.break_glass().is_none() {
         return Ok(AuditTicket { phi: false });
     }
     if !app.audit.is_healthy() {
@@ -186,6 +186,7 @@ pub async fn admit(
     record.decision = Some("allow".into());
     record.rule = permit.rule().map(str::to_string);
     record.reason = Some(permit.reason().to_string());
+    record.break_glass = permit.break_glass().map(str::to_string);
 
     match route.audit {
         AuditMode::Batched => app.audit.submit(record)?,

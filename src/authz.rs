@@ -4,10 +4,13 @@
 //! Forwarding requires a `&Permit`, and a `Permit` can only be built here, so no code path
 //! can reach the backend without passing authorization. Public routes admit everyone;
 //! protected routes evaluate their compiled policy (default deny, deny wins), then the
-//! route's `max_auth_age` (step-up).
+//! route's `max_auth_age` (step-up). On a `break_glass = true` route, a live emergency grant
+//! of the caller's session admits a request no allow rule covers — never one a deny rule
+//! refuses — and marks it for the audit trail.
 
 use std::sync::Arc;
 
+use crate::app::App;
 use crate::authn::Caller;
 use crate::config::RouteConfig;
 use crate::gate::context::ConnInfo;
@@ -25,6 +28,7 @@ pub struct Permit {
     caller: Caller,
     rule: Option<String>,
     reason: &'static str,
+    break_glass: Option<String>,
 }
 
 impl Permit {
@@ -33,7 +37,7 @@ impl Permit {
         &self.route
     }
 
-    /// The rule that allowed the request (`ROUTE/allow[INDEX]`), if a rule did.
+    /// The rule that allowed the request (`ROUTE/allow[INDEX]`, or `ROUTE/break-glass`).
     pub fn rule(&self) -> Option<&str> {
         self.rule.as_deref()
     }
@@ -41,6 +45,11 @@ impl Permit {
     /// Why the request was allowed, in words.
     pub fn reason(&self) -> &str {
         self.reason
+    }
+
+    /// The stated reason when the request rides on a break-glass grant.
+    pub fn break_glass(&self) -> Option<&str> {
+        self.break_glass.as_deref()
     }
 
     /// Who the permit was granted to.
@@ -68,6 +77,31 @@ pub fn subject(caller: &Caller) -> Subject<'_> {
     }
 }
 
+/// The reason of a live break-glass grant that `caller` may use on `route`, if any. Looked up
+/// only on `break_glass = true` routes, so other routes pay nothing.
+pub async fn grant_for(
+    app: &App,
+    route: &RouteConfig,
+    caller: &Caller,
+) -> Result<Option<String>, GateError> {
+    let Caller::User(principal, _) = caller else {
+        return Ok(None);
+    };
+    if !route.break_glass
+        || !principal
+            .user
+            .roles
+            .iter()
+            .any(|r| app.config.break_glass_roles.contains(r))
+    {
+        return Ok(None);
+    }
+    app.state
+        .get_grant(&principal.session_id, &route.name)
+        .await
+        .map_err(|e| GateError::StateUnavailable(e.to_string()))
+}
+
 /// Grants a permit, or refuses (403 with the deciding rule kept for the audit record).
 pub fn authorize(
     matched: &RouteMatch,
@@ -75,15 +109,18 @@ pub fn authorize(
     conn: &ConnInfo,
     method: &http::Method,
     now: u64,
+    grant: Option<String>,
 ) -> Result<Permit, GateError> {
     let route = &matched.route;
+    let permit = |caller, rule: Option<String>, reason, break_glass| Permit {
+        route: Arc::clone(route),
+        caller,
+        rule,
+        reason,
+        break_glass,
+    };
     if route.public {
-        return Ok(Permit {
-            route: Arc::clone(route),
-            caller,
-            rule: None,
-            reason: "public route",
-        });
+        return Ok(permit(caller, None, "public route", None));
     }
     if matches!(caller, Caller::Anonymous) {
         return Err(GateError::Unauthenticated);
@@ -92,21 +129,24 @@ pub fn authorize(
         method,
         source: conn.peer.ip(),
         params: &matched.params,
+        minute_of_day: Facts::minute_at(now),
     };
-    match route.policy.decide(&subject(&caller), &facts) {
-        Decision::Deny { rule, reason } => Err(GateError::Denied { rule, reason }),
-        Decision::Allow { rule } => {
-            if let (Some(max_age), Caller::User(principal, _)) = (route.max_auth_age, &caller) {
-                if now.saturating_sub(principal.auth_time) > max_age.as_secs() {
-                    return Err(GateError::StepUpRequired(max_age.as_secs()));
-                }
-            }
-            Ok(Permit {
-                route: Arc::clone(route),
-                caller,
-                rule: Some(rule),
-                reason: "allowed by rule",
-            })
+    let (rule, break_glass) = match route.policy.decide(&subject(&caller), &facts) {
+        Decision::Allow { rule } => (rule, None),
+        Decision::Deny { rule: None, .. } if grant.is_some() => {
+            (format!("{}/break-glass", route.name), grant)
+        }
+        Decision::Deny { rule, reason } => return Err(GateError::Denied { rule, reason }),
+    };
+    if let (Some(max_age), Caller::User(principal, _)) = (route.max_auth_age, &caller) {
+        if now.saturating_sub(principal.auth_time) > max_age.as_secs() {
+            return Err(GateError::StepUpRequired(max_age.as_secs()));
         }
     }
+    let reason = if break_glass.is_some() {
+        "break-glass emergency access"
+    } else {
+        "allowed by rule"
+    };
+    Ok(permit(caller, Some(rule), reason, break_glass))
 }

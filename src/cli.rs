@@ -133,6 +133,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             command: ConfigCommand::Check { file },
         } => {
             let config = crate::config::Config::load(&file)?;
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
+            }
             println!(
                 "{}: ok ({} routes, {} upstreams)",
                 file.display(),

@@ -49,10 +49,16 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The audit trail.
     pub audit: AuditConfig,
+    /// Roles that may open break-glass access.
+    pub break_glass_roles: Vec<String>,
+    /// How long a break-glass grant lasts.
+    pub break_glass_duration: Duration,
     /// Upstream pools by name.
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     /// Routes in file order.
     pub routes: Vec<RouteConfig>,
+    /// Probable mistakes that do not make the config invalid (`FILE:LINE: FIELD: message`).
+    pub warnings: Vec<ConfigIssue>,
 }
 
 /// `[listen]`, validated.
@@ -278,6 +284,8 @@ pub struct RouteConfig {
     pub policy: crate::authz::policy::Policy,
     /// Step-up: longest time since the factors were proved.
     pub max_auth_age: Option<Duration>,
+    /// Break-glass may be opened on this route.
+    pub break_glass: bool,
 }
 
 // === impl Config ===

@@ -86,12 +86,14 @@ async fn pipeline(
     .await?;
     ctx.note_caller(&caller);
     // 5. authorize: a Permit, or a refusal.
+    let grant = authz::grant_for(app, &matched.route, &caller).await?;
     let permit = authz::authorize(
         &matched,
         caller,
         &ctx.conn,
         req.method(),
         crate::state::unix_now(),
+        grant,
     )?;
     // 6. audit: a PHI access is recorded first, or refused (503).
     let ticket = audit::admit(app, ctx, &permit, &target, req.method()).await?;

@@ -56,6 +56,12 @@ pub async fn forward(
         &app.config.proxy,
         upgrade,
     );
+    if permit.break_glass().is_some() {
+        parts.headers.insert(
+            "x-wardgate-break-glass",
+            http::HeaderValue::from_static("1"),
+        );
+    }
     if let crate::authn::Caller::User(principal, _) = permit.caller() {
         headers::set_identity(&mut parts.headers, principal);
         let issuer = &app.config.listen.public_url;
@@ -140,6 +146,7 @@ pub async fn forward(
         let mut record = crate::audit::request_record(ctx, Some(target), &parts.method);
         record.decision = Some("allow".into());
         record.status = Some(response.status().as_u16());
+        record.break_glass = permit.break_glass().map(str::to_string);
         let started = ctx.started;
         let auditor = std::sync::Arc::clone(&app.audit);
         return Ok(response

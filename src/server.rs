@@ -83,6 +83,9 @@ pub enum ServeError {
 /// Serves `config` until SIGTERM/SIGINT. `source` is re-read on SIGHUP (none: reload disabled).
 pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), ServeError> {
     let metrics = crate::metrics::install();
+    for warning in &config.warnings {
+        tracing::warn!("config: {warning}");
+    }
     let max_connections = config.limits.max_connections;
     let grace = config.limits.shutdown_grace;
     let (admin_addr, redirect_addr) = (config.admin_addr, config.listen.redirect_http);

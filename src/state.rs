@@ -123,6 +123,16 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         limit: u32,
         window: Duration,
     ) -> Result<Result<(), u64>, StateError>;
+    /// Grants break-glass access to `route` for session `id` until `ttl` passes.
+    async fn put_grant(
+        &self,
+        id: &str,
+        route: &str,
+        reason: &str,
+        ttl: Duration,
+    ) -> Result<(), StateError>;
+    /// The reason of a live break-glass grant, if any.
+    async fn get_grant(&self, id: &str, route: &str) -> Result<Option<String>, StateError>;
     /// Stores a half-finished login for `ttl`.
     async fn put_pending(
         &self,

@@ -60,6 +60,7 @@ pub async fn handle(
         (Method::POST, "/.wardgate/api/enroll") => api::enroll(app, ctx, req).await,
         (Method::POST, "/.wardgate/api/logout") => api::logout(app, ctx, req).await,
         (Method::POST, "/.wardgate/api/step-up") => api::step_up(app, ctx, req).await,
+        (Method::POST, "/.wardgate/api/break-glass") => api::break_glass(app, ctx, req).await,
         _ => Err(GateError::NoRoute),
     }?;
     response

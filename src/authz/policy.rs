@@ -39,6 +39,20 @@ pub struct Rule {
     pub bindings: BTreeMap<String, String>,
     /// The session must have used a second factor (default true).
     pub mfa: bool,
+    /// Time-of-day window in UTC minutes `[start, end)`; wraps past midnight when start > end.
+    pub hours: Option<(u16, u16)>,
+}
+
+/// Parses `"HH:MM-HH:MM"` into minutes of the day.
+pub fn parse_hours(text: &str) -> Option<(u16, u16)> {
+    let minutes = |part: &str| -> Option<u16> {
+        let (h, m) = part.trim().split_once(':')?;
+        let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    };
+    let (start, end) = text.split_once('-')?;
+    let window = (minutes(start)?, minutes(end)?);
+    (window.0 != window.1).then_some(window)
 }
 
 /// Who is asking, as far as policy is concerned.
@@ -67,6 +81,15 @@ pub struct Facts<'a> {
     pub source: IpAddr,
     /// Path parameters captured by the route.
     pub params: &'a [(String, String)],
+    /// Minute of the day, UTC.
+    pub minute_of_day: u16,
+}
+
+impl Facts<'_> {
+    /// The UTC minute of the day at Unix time `now`.
+    pub fn minute_at(now: u64) -> u16 {
+        u16::try_from((now % 86_400) / 60).unwrap_or(0)
+    }
 }
 
 /// A route's compiled policy.
@@ -143,6 +166,14 @@ impl Rule {
             && (self.methods.is_empty() || self.methods.contains(facts.method))
             && (self.networks.is_empty()
                 || self.networks.iter().any(|net| net.contains(&facts.source)))
+            && self.hours.is_none_or(|(start, end)| {
+                let minute = facts.minute_of_day;
+                if start < end {
+                    (start..end).contains(&minute)
+                } else {
+                    minute >= start || minute < end
+                }
+            })
     }
 }
 
@@ -170,6 +201,34 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hours_windows_parse_and_wrap_midnight() {
+        assert_eq!(parse_hours("08:00-18:00"), Some((480, 1080)));
+        assert_eq!(parse_hours("22:00-06:30"), Some((1320, 390)));
+        for bad in ["8-18", "25:00-01:00", "08:00-08:00", "08:60-09:00", ""] {
+            assert_eq!(parse_hours(bad), None, "{bad}");
+        }
+        let night = Rule {
+            id: "r".into(),
+            authenticated: true,
+            hours: parse_hours("22:00-06:00"),
+            ..Rule::default()
+        };
+        let subject = Subject {
+            user: Some("u"),
+            ..Subject::default()
+        };
+        let at = |minute| Facts {
+            method: &Method::GET,
+            source: IpAddr::from([127, 0, 0, 1]),
+            params: &[],
+            minute_of_day: minute,
+        };
+        assert!(night.matches(&subject, &at(23 * 60)));
+        assert!(night.matches(&subject, &at(5 * 60)));
+        assert!(!night.matches(&subject, &at(12 * 60)));
+    }
 
     fn strings(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
@@ -218,6 +277,7 @@ mod tests {
             method: &Method::GET,
             source: IpAddr::from([127, 0, 0, 1]),
             params,
+            minute_of_day: 600,
         };
         let own: &'static [(String, String)] = Box::leak(Box::new(own));
         let other: &'static [(String, String)] = Box::leak(Box::new(other));

@@ -40,17 +40,133 @@ pub(super) enum PolicyCommand {
         /// `https://host/path` or a bare path.
         url: String,
     },
+    /// List who can do what on a route.
+    Explain {
+        /// Config file.
+        #[arg(long, default_value = "config/wardgate.toml")]
+        config: PathBuf,
+        /// Route name.
+        route: String,
+    },
+}
+
+fn describe(rule: &crate::authz::policy::Rule) -> String {
+    let mut parts = Vec::new();
+    let list = |name: &str, values: &[String]| {
+        (!values.is_empty()).then(|| format!("{name} {}", values.join(" or ")))
+    };
+    parts.extend(list("users", &rule.users));
+    parts.extend(list("roles", &rule.roles));
+    parts.extend(list("groups", &rule.groups));
+    parts.extend(list("client certificate", &rule.client_certs));
+    if rule.authenticated {
+        parts.push("any signed-in user".into());
+    }
+    for (key, value) in &rule.claims {
+        parts.push(format!("claim {key} = {value}"));
+    }
+    for (param, claim) in &rule.bindings {
+        parts.push(format!("only where {{{param}}} equals their claim {claim}"));
+    }
+    if !rule.methods.is_empty() {
+        parts.push(format!(
+            "methods {}",
+            rule.methods
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !rule.networks.is_empty() {
+        parts.push(format!(
+            "from {}",
+            rule.networks
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Some((start, end)) = rule.hours {
+        parts.push(format!(
+            "between {:02}:{:02} and {:02}:{:02} UTC",
+            start / 60,
+            start % 60,
+            end / 60,
+            end % 60
+        ));
+    }
+    if !rule.mfa {
+        parts.push("second factor not required".into());
+    }
+    format!("{}: {}", rule.id, parts.join("; "))
+}
+
+fn explain(config: &Config, name: &str) -> Result<(), CliError> {
+    let route = config
+        .routes
+        .iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| CliError::Runtime(format!("no route `{name}`")))?;
+    let methods = route
+        .methods
+        .as_ref()
+        .map_or("any method".to_string(), |m| {
+            m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+        });
+    println!(
+        "route {} ({methods}) -> upstream {}",
+        route.name, route.upstream
+    );
+    if route.public {
+        println!("public: everyone, no sign-in");
+        return Ok(());
+    }
+    println!(
+        "protected{}{}{}",
+        if route.phi {
+            format!("; patient data, audit {:?}", route.audit).to_lowercase()
+        } else {
+            String::new()
+        },
+        route.max_auth_age.map_or(String::new(), |a| format!(
+            "; step-up after {}s",
+            a.as_secs()
+        )),
+        if route.break_glass {
+            format!(
+                "; break-glass for roles {}",
+                config.break_glass_roles.join(", ")
+            )
+        } else {
+            String::new()
+        },
+    );
+    for rule in &route.policy.deny {
+        println!("deny  {}", describe(rule));
+    }
+    for rule in &route.policy.allow {
+        println!("allow {}", describe(rule));
+    }
+    println!("everyone else: denied");
+    Ok(())
 }
 
 pub(super) fn run(command: PolicyCommand) -> Result<(), CliError> {
-    let PolicyCommand::Check {
-        config,
-        user,
-        claims,
-        source,
-        method,
-        url,
-    } = command;
+    let (config, user, claims, source, method, url) = match command {
+        PolicyCommand::Explain { config, route } => {
+            return explain(&Config::load(&config)?, &route)
+        }
+        PolicyCommand::Check {
+            config,
+            user,
+            claims,
+            source,
+            method,
+            url,
+        } => (config, user, claims, source, method, url),
+    };
     let config = Config::load(&config)?;
     let users = UserStore::open(
         &config.auth.users_file,
@@ -123,6 +239,7 @@ pub(super) fn run(command: PolicyCommand) -> Result<(), CliError> {
         method: &method,
         source,
         params: &matched.params,
+        minute_of_day: Facts::minute_at(crate::state::unix_now()),
     };
     match route.policy.decide(&subject, &facts) {
         Decision::Allow { rule } => decide(format!("allow {} {rule}", route.name), true),

@@ -56,6 +56,7 @@ pub(crate) struct IssueSink<'a> {
     file: &'a Path,
     text: &'a str,
     issues: Vec<ConfigIssue>,
+    warnings: Vec<ConfigIssue>,
 }
 
 impl<'a> IssueSink<'a> {
@@ -64,7 +65,23 @@ impl<'a> IssueSink<'a> {
             file,
             text,
             issues: Vec::new(),
+            warnings: Vec::new(),
         }
+    }
+
+    /// Records something that is probably a mistake but leaves the config valid.
+    pub(crate) fn warn(
+        &mut self,
+        span: std::ops::Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.warnings.push(ConfigIssue {
+            file: self.file.to_path_buf(),
+            line: line_of(self.text, span.start),
+            field: field.into(),
+            message: message.into(),
+        });
     }
 
     /// Records a problem at a byte offset of the file.
@@ -93,9 +110,10 @@ impl<'a> IssueSink<'a> {
         self.at(span.start, field, message);
     }
 
-    pub(crate) fn finish(mut self) -> Result<(), ConfigError> {
+    pub(crate) fn finish(mut self) -> Result<Vec<ConfigIssue>, ConfigError> {
         if self.issues.is_empty() {
-            Ok(())
+            self.warnings.sort_by_key(|w| w.line);
+            Ok(self.warnings)
         } else {
             self.issues.sort_by_key(|issue| issue.line);
             Err(ConfigError {

@@ -48,6 +48,9 @@ pub struct FileConfig {
     /// `[audit]`: the audit trail.
     #[serde(default)]
     pub audit: AuditFile,
+    /// `[break_glass]`: emergency access.
+    #[serde(default)]
+    pub break_glass: BreakGlassFile,
     /// `[upstreams.NAME]`: backend pools.
     #[serde(default)]
     pub upstreams: BTreeMap<String, Spanned<UpstreamFile>>,
@@ -221,6 +224,9 @@ pub struct RouteFile {
     pub deny: Option<Vec<Spanned<RuleFile>>>,
     /// Sessions authenticated longer ago must step up (re-enter a TOTP code).
     pub max_auth_age: Option<HumanDuration>,
+    /// Emergency access may be opened on this route.
+    #[serde(default)]
+    pub break_glass: bool,
 }
 
 /// One `allow`/`deny` rule: every condition it names must hold.
@@ -250,6 +256,8 @@ pub struct RuleFile {
     pub bindings: Option<BTreeMap<String, String>>,
     /// Require a second factor (default true).
     pub mfa: Option<bool>,
+    /// Time-of-day window in UTC, `"HH:MM-HH:MM"` (may wrap past midnight).
+    pub hours: Option<String>,
 }
 
 /// `[users]`.
@@ -316,4 +324,14 @@ pub struct AuditFile {
     pub queue: Option<usize>,
     /// Replica id (default: the host name).
     pub replica: Option<String>,
+}
+
+/// `[break_glass]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlassFile {
+    /// Roles that may open emergency access (default `["clinician"]`).
+    pub roles: Option<Vec<String>>,
+    /// How long a grant lasts (default 1h).
+    pub duration: Option<HumanDuration>,
 }

@@ -51,9 +51,102 @@ pub(super) fn compile(
             })
             .collect()
     };
-    Policy {
+    let policy = Policy {
         allow: compile_list(&route.allow, "allow"),
         deny: compile_list(&route.deny, "deny"),
+    };
+    for (i, allow) in policy.allow.iter().enumerate() {
+        if let Some(deny) = policy.deny.iter().find(|deny| covers(deny, allow)) {
+            let span = route
+                .allow
+                .as_ref()
+                .and_then(|a| a.get(i))
+                .map_or(route.name.span(), |r| r.span());
+            sink.warn(
+                span,
+                format!("routes[{index}].allow[{i}]"),
+                format!("can never apply: {} refuses everyone it admits", deny.id),
+            );
+        }
+    }
+    policy
+}
+
+/// Whether `deny` matches every request `allow` matches (so `allow` is dead).
+fn covers(deny: &Rule, allow: &Rule) -> bool {
+    fn list<T: PartialEq>(deny: &[T], allow: &[T]) -> bool {
+        deny.is_empty() || (!allow.is_empty() && allow.iter().all(|a| deny.contains(a)))
+    }
+    let names = |r: &Rule| {
+        r.authenticated
+            || !r.users.is_empty()
+            || !r.roles.is_empty()
+            || !r.groups.is_empty()
+            || !r.claims.is_empty()
+            || !r.bindings.is_empty()
+    };
+    list(&deny.users, &allow.users)
+        && list(&deny.roles, &allow.roles)
+        && list(&deny.groups, &allow.groups)
+        && list(&deny.client_certs, &allow.client_certs)
+        && list(&deny.methods, &allow.methods)
+        && (deny.networks.is_empty()
+            || (!allow.networks.is_empty()
+                && allow
+                    .networks
+                    .iter()
+                    .all(|a| deny.networks.iter().any(|d| d.contains(a)))))
+        && deny
+            .claims
+            .iter()
+            .all(|(k, v)| allow.claims.get(k) == Some(v))
+        && deny
+            .bindings
+            .iter()
+            .all(|(k, v)| allow.bindings.get(k) == Some(v))
+        && (deny.hours.is_none() || deny.hours == allow.hours)
+        && (!names(deny) || names(allow))
+        && (!deny.mfa || allow.mfa)
+}
+
+/// Warns when a request a PHI route would serve is taken by a non-PHI route for some method
+/// (most specific wins), so it would reach the backend without the PHI protections.
+pub(super) fn warn_phi_overlaps(
+    file: &super::file::FileConfig,
+    routes: &[crate::config::RouteConfig],
+    sink: &mut IssueSink<'_>,
+) {
+    use crate::gate::route::{HostPattern, RouteTable};
+    let table = RouteTable::new(routes);
+    for phi in routes.iter().filter(|r| r.phi) {
+        let host = match &phi.host {
+            HostPattern::Exact(name) => name.clone(),
+            HostPattern::Suffix(suffix) => format!("x{suffix}"),
+            HostPattern::Any => "any.example".to_string(),
+        };
+        let sample = phi.path.sample();
+        for method in [
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ] {
+            let Some(winner) = table.lookup(&host, &sample, &method) else {
+                continue;
+            };
+            if !winner.route.phi {
+                let index = routes
+                    .iter()
+                    .position(|r| r.name == winner.route.name)
+                    .unwrap_or(0);
+                let span = file.routes.get(index).map_or(0..0, |r| r.span());
+                sink.warn(span, format!("routes[{index}].phi"), format!("serves {method} {sample}, a path of PHI route `{}`, without PHI protections (audit, no-store)", phi.name));
+                break;
+            }
+        }
     }
 }
 
@@ -105,6 +198,16 @@ fn one(
                 format!("{field}.networks"),
                 format!("`{network}` is not an IP or CIDR"),
             ),
+        }
+    }
+    if let Some(hours) = &file.hours {
+        rule.hours = crate::authz::policy::parse_hours(hours);
+        if rule.hours.is_none() {
+            sink.span(
+                span.clone(),
+                format!("{field}.hours"),
+                format!("`{hours}` must be a UTC window like \"08:00-18:00\""),
+            );
         }
     }
     for (param, source) in file.bindings.iter().flatten() {

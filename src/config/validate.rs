@@ -52,7 +52,8 @@ pub(super) fn validate(
     let upstreams = upstreams(&file.upstreams, &mut sink, &resolve);
     let routes = routes(&file, &upstreams, limits.max_body, &mut sink);
 
-    sink.finish()?;
+    super::rules::warn_phi_overlaps(&file, &routes, &mut sink);
+    let warnings = sink.finish()?;
     Ok(Config {
         source: source.to_path_buf(),
         listen,
@@ -64,8 +65,18 @@ pub(super) fn validate(
         response_headers,
         auth,
         audit,
+        break_glass_roles: file
+            .break_glass
+            .roles
+            .clone()
+            .unwrap_or_else(|| vec!["clinician".into()]),
+        break_glass_duration: file
+            .break_glass
+            .duration
+            .map_or(Duration::from_secs(3600), |d| d.0),
         upstreams,
         routes,
+        warnings,
     })
 }
 
@@ -621,6 +632,7 @@ fn routes(
             max_body: route.max_body.map_or(default_max_body, |s| s.0),
             policy,
             max_auth_age: route.max_auth_age.map(|d| d.0),
+            break_glass: route.break_glass,
             audit: match route
                 .audit
                 .as_ref()

@@ -163,6 +163,22 @@ impl PathPattern {
         Ok(PathPattern { segments })
     }
 
+    /// A concrete path this pattern matches (parameters become `1`), for load-time checks.
+    pub fn sample(&self) -> String {
+        let mut path = String::new();
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(literal) => path.push_str(&format!("/{literal}")),
+                Segment::Param(_) => path.push_str("/1"),
+                Segment::Rest => path.push_str("/x"),
+            }
+        }
+        if path.is_empty() {
+            path.push('/');
+        }
+        path
+    }
+
     /// Names of the `{param}` segments.
     pub fn params(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().filter_map(|s| match s {
@@ -273,6 +289,7 @@ mod tests {
             audit: crate::config::AuditMode::Batched,
             policy: crate::authz::policy::Policy::default(),
             max_auth_age: None,
+            break_glass: false,
         }
     }
 

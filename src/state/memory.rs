@@ -27,6 +27,7 @@ pub struct MemoryStore {
     failures: DashMap<String, Expiring<Failures>>,
     windows: DashMap<String, Expiring<u32>>,
     pending: DashMap<String, Expiring<PendingLogin>>,
+    grants: DashMap<(String, String), Expiring<String>>,
 }
 
 fn live<T>(entry: &Expiring<T>) -> bool {
@@ -55,6 +56,7 @@ impl MemoryStore {
         self.failures.retain(|_, e| live(e));
         self.windows.retain(|_, e| live(e));
         self.pending.retain(|_, e| live(e));
+        self.grants.retain(|_, e| live(e));
     }
 }
 
@@ -186,6 +188,32 @@ impl StateStore for MemoryStore {
             return Ok(Err(retry));
         }
         Ok(Ok(()))
+    }
+
+    async fn put_grant(
+        &self,
+        id: &str,
+        route: &str,
+        reason: &str,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        let until = Instant::now() + ttl;
+        self.grants.insert(
+            (id.to_string(), route.to_string()),
+            Expiring {
+                value: reason.to_string(),
+                until,
+            },
+        );
+        Ok(())
+    }
+
+    async fn get_grant(&self, id: &str, route: &str) -> Result<Option<String>, StateError> {
+        Ok(self
+            .grants
+            .get(&(id.to_string(), route.to_string()))
+            .filter(|e| live(e))
+            .map(|e| e.value.clone()))
     }
 
     async fn put_pending(

@@ -305,3 +305,189 @@ fn policy_mistakes_are_config_errors_with_lines() {
         );
     }
 }
+
+const PSYCH: &str = "\n[break_glass]\nduration = \"2s\"\n\n[[routes]]\nname = \"psych-notes\"\npath = \"/psych/{patient_id}/**\"\nupstream = \"b\"\nphi = true\nbreak_glass = true\nallow = [{ groups = [\"psychiatry\"] }]\ndeny = [{ name = \"suspended\", groups = [\"suspended\"] }]\n";
+
+#[tokio::test]
+async fn break_glass_opens_a_marked_time_boxed_grant_bound_to_the_session() {
+    let backend = Backend::start().await;
+    let (dir, path) = write_config(&config(backend.addr, PSYCH));
+    let doc = add_user(&path, "doc", &["--role", "clinician"], true);
+    let pat = add_user(
+        &path,
+        "pat",
+        &["--role", "patient", "--claim", "patient_id=5"],
+        true,
+    );
+    let proxy = Wardgate::start_in(dir, path);
+    let client = proxy.client();
+    let doc_token = token(&proxy, &doc, &code(&doc)).await;
+    assert_eq!(
+        client
+            .get(proxy.url("/psych/5/notes"))
+            .bearer_auth(&doc_token)
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        403
+    );
+
+    let open = |token: String, reason: &'static str| {
+        client
+            .post(proxy.url("/.wardgate/api/break-glass"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "route": "psych-notes", "reason": reason }))
+            .send()
+    };
+    assert_eq!(
+        open(doc_token.clone(), "urgent")
+            .await
+            .expect("send")
+            .status(),
+        403,
+        "a reason is required"
+    );
+    let pat_token = token(&proxy, &pat, &code(&pat)).await;
+    assert_eq!(
+        open(pat_token, "I want to see them please")
+            .await
+            .expect("send")
+            .status(),
+        403,
+        "patients have no break-glass role"
+    );
+    let granted = open(
+        doc_token.clone(),
+        "Patient unconscious in ER, suicide risk assessment needed",
+    )
+    .await
+    .expect("send");
+    assert_eq!(granted.status(), 200);
+    let body: serde_json::Value = granted.json().await.expect("json");
+    assert!(body["expires_at"].as_u64().is_some());
+
+    let response = client
+        .get(proxy.url("/psych/5/notes"))
+        .bearer_auth(&doc_token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(backend.last().headers["x-wardgate-break-glass"], "1");
+    // The grant belongs to that session only.
+    let other_session = token(&proxy, &doc, &next_code(&doc)).await;
+    assert_eq!(
+        client
+            .get(proxy.url("/psych/5/notes"))
+            .bearer_auth(&other_session)
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        403
+    );
+    assert!(proxy.wait_for_log(
+        "ALERT: break-glass emergency access opened",
+        Duration::from_secs(2)
+    ));
+    // And it expires.
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    assert_eq!(
+        client
+            .get(proxy.url("/psych/5/notes"))
+            .bearer_auth(&doc_token)
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        403
+    );
+
+    let audit: String = std::fs::read_dir(proxy.dir.path().join("data/audit"))
+        .expect("audit dir")
+        .filter_map(|e| e.ok())
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(audit
+        .lines()
+        .any(|l| l.contains("\"event\":\"alert\"") && l.contains("psych-notes")));
+    assert!(audit.lines().any(|l| l.contains("\"event\":\"access\"")
+        && l.contains("\"break_glass\":\"Patient unconscious")));
+}
+
+#[tokio::test]
+async fn rules_can_be_limited_to_hours_of_the_day() {
+    let backend = Backend::start().await;
+    let minute = (auth::now() % 86_400) / 60;
+    let window = |from: u64, to: u64| {
+        format!(
+            "{:02}:{:02}-{:02}:{:02}",
+            (from / 60) % 24,
+            from % 60,
+            (to / 60) % 24,
+            to % 60
+        )
+    };
+    let open_now = window(minute + 1440 - 60, minute + 60);
+    let closed_now = window(minute + 120, minute + 240);
+    let extra = format!(
+        "\n[[routes]]\nname = \"day\"\npath = \"/day\"\nupstream = \"b\"\nallow = [{{ authenticated = true, hours = \"{open_now}\" }}]\n\n[[routes]]\nname = \"night\"\npath = \"/night\"\nupstream = \"b\"\nallow = [{{ authenticated = true, hours = \"{closed_now}\" }}]\n"
+    );
+    let (dir, path) = write_config(&config(backend.addr, &extra));
+    let doc = add_user(&path, "doc", &[], true);
+    let proxy = Wardgate::start_in(dir, path);
+    let token = token(&proxy, &doc, &code(&doc)).await;
+    let client = proxy.client();
+    assert_eq!(
+        client
+            .get(proxy.url("/day"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(proxy.url("/night"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        403
+    );
+}
+
+#[test]
+fn dead_rules_and_unprotected_phi_paths_are_warned_about_and_routes_explained() {
+    let toml = "[upstreams.b]\ntargets = [\"http://127.0.0.1:9\"]\n\n[[routes]]\nname = \"records\"\npath = \"/p/{patient_id}/**\"\nmethods = [\"GET\"]\nupstream = \"b\"\nphi = true\nallow = [{ roles = [\"nurse\"], methods = [\"GET\"] }, { roles = [\"clinician\"] }]\ndeny = [{ roles = [\"nurse\", \"intern\"] }]\n\n[[routes]]\nname = \"catch-all\"\npath = \"/**\"\nupstream = \"b\"\nallow = [{ authenticated = true }]\n";
+    let (dir, path) = write_config(toml);
+    let file = path.to_str().expect("path");
+    let (status, _, err) = crate::support::run_cli(&["config", "check", file], dir.path());
+    assert_eq!(status, 0, "{err}");
+    assert!(err.contains(&format!("warning: {file}:10: routes[0].allow[0]: can never apply: records/deny[0] refuses everyone it admits")), "{err}");
+    assert!(!err.contains("routes[0].allow[1]"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "warning: {file}:13: routes[1].phi: serves HEAD /p/1/x, a path of PHI route `records`"
+        )),
+        "{err}"
+    );
+    let (status, out, _) = crate::support::run_cli(
+        &["policy", "explain", "--config", file, "records"],
+        dir.path(),
+    );
+    assert_eq!(status, 0);
+    assert!(
+        out.contains("deny  records/deny[0]: roles nurse or intern"),
+        "{out}"
+    );
+    assert!(
+        out.contains("allow records/allow[1]: roles clinician"),
+        "{out}"
+    );
+    assert!(out.ends_with("everyone else: denied\n"), "{out}");
+}

@@ -160,3 +160,85 @@ pub(super) async fn step_up(
         &serde_json::json!({ "auth_time": now }),
     ))
 }
+
+#[derive(Deserialize)]
+struct BreakGlassRequest {
+    route: String,
+    reason: String,
+}
+
+/// `POST /.wardgate/api/break-glass` `{"route","reason"}` → 200 `{"expires_at"}` or 403.
+///
+/// HIPAA's emergency access procedure: a user with a break-glass role states why, and gets a
+/// time-boxed grant bound to this session on a route marked `break_glass = true`. The grant
+/// raises an `alert` in the audit trail; every request under it is marked.
+pub(super) async fn break_glass(
+    app: &App,
+    ctx: &RequestCtx,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, GateError> {
+    let (token, source) = credential(req.headers()).ok_or(GateError::Unauthenticated)?;
+    if source == CredentialSource::Cookie
+        && !same_origin(req.headers(), &app.config.listen.public_url)
+    {
+        return Err(GateError::Forbidden(
+            "break-glass with cookie from another origin",
+        ));
+    }
+    let principal = session::validate(app, token, unix_now()).await?;
+    let input: BreakGlassRequest = read_json(req).await?;
+    let reason = input.reason.trim();
+    let route = app.config.routes.iter().find(|r| r.name == input.route);
+    let allowed_role = principal
+        .user
+        .roles
+        .iter()
+        .any(|r| app.config.break_glass_roles.contains(r));
+    let refusal = match route {
+        None => Some("no such route"),
+        Some(route) if !route.break_glass => Some("route does not allow break-glass"),
+        Some(_) if !allowed_role => Some("user has no break-glass role"),
+        Some(_) if reason.chars().count() < 10 || reason.len() > 1000 => {
+            Some("a reason of 10 to 1000 characters is required")
+        }
+        Some(_) => None,
+    };
+    let ip = ctx.conn.peer.ip().to_string();
+    let mut record = crate::audit::AuditRecord::new("break_glass");
+    record.user = Some(principal.user.name.clone());
+    record.roles = Some(principal.user.roles.clone());
+    record.session = Some(crate::audit::record::session_hash(&principal.session_id));
+    record.src_ip = Some(ip.clone());
+    record.route = Some(input.route.clone());
+    record.break_glass = Some(reason.to_string());
+    if let Some(refused) = refusal {
+        record.decision = Some("deny".into());
+        record.reason = Some(refused.to_string());
+        app.audit.submit_or_wait(record);
+        return Err(GateError::Denied {
+            rule: None,
+            reason: refused.to_string(),
+        });
+    }
+    let duration = app.config.break_glass_duration;
+    app.state
+        .put_grant(&principal.session_id, &input.route, reason, duration)
+        .await
+        .map_err(|e| GateError::StateUnavailable(e.to_string()))?;
+    let expires_at = unix_now() + duration.as_secs();
+    record.decision = Some("allow".into());
+    record.reason = Some(format!("emergency access granted until {expires_at}"));
+    app.audit.submit_or_wait(record.clone());
+    record.event = "alert".into();
+    record.reason = Some(format!(
+        "break-glass opened on route {} by {}",
+        input.route, principal.user.name
+    ));
+    app.audit.submit_or_wait(record);
+    tracing::warn!(target: "wardgate::security", event = "break_glass", user = %principal.user.name, route = %input.route, src_ip = %ip, "ALERT: break-glass emergency access opened");
+    metrics::counter!("wardgate_break_glass_total", "route" => input.route.clone()).increment(1);
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "expires_at": expires_at }),
+    ))
+}
