@@ -18,6 +18,8 @@ use crate::gate::error::GateError;
 use crate::gate::route::RouteMatch;
 
 pub mod policy;
+#[cfg(test)]
+mod properties;
 
 use policy::{Decision, Facts, Subject};
 
