@@ -23,6 +23,8 @@ mod forwarding;
 mod lifecycle;
 #[path = "proxy/normalization.rs"]
 mod normalization;
+#[path = "proxy/policy_table.rs"]
+mod policy_table;
 #[path = "proxy/tls.rs"]
 mod tls;
 #[path = "proxy/tokens.rs"]
