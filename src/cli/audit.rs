@@ -21,6 +21,114 @@ pub(super) enum AuditCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Find records for an investigation (files from --config's [audit] dir, or PATHs).
+    Query {
+        /// Config whose `[audit] dir` is searched when no PATH is given.
+        #[arg(long, default_value = "config/wardgate.toml")]
+        config: PathBuf,
+        /// Only this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only this patient id.
+        #[arg(long)]
+        patient: Option<String>,
+        /// Only this event type (access, login, denied, break_glass, ...).
+        #[arg(long)]
+        event: Option<String>,
+        /// From this time: RFC 3339 (`2026-11-01T00:00:00Z`) or an age like `24h`.
+        #[arg(long)]
+        since: Option<String>,
+        /// Until this time (same forms).
+        #[arg(long)]
+        until: Option<String>,
+        /// `json` (one record per line) or `table`.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Audit files or directories (default: the configured audit dir).
+        paths: Vec<PathBuf>,
+    },
+}
+
+/// Turns `--since`/`--until` into the record timestamp format (RFC 3339, ms, UTC).
+fn time_bound(text: &str) -> Result<String, CliError> {
+    let when = match crate::config::units::parse_duration(text) {
+        Ok(age) => std::time::SystemTime::now() - age,
+        Err(_) => humantime::parse_rfc3339_weak(text).map_err(|e| {
+            CliError::Runtime(format!("`{text}`: {e} (use RFC 3339 or an age like 24h)"))
+        })?,
+    };
+    Ok(humantime::format_rfc3339_millis(when).to_string())
+}
+
+fn query(paths: &[PathBuf], filter: &Filter, json: bool) -> Result<(), CliError> {
+    let files = verify::expand(paths).map_err(|e| CliError::Runtime(e.to_string()))?;
+    if !json {
+        println!(
+            "{:<24} {:<14} {:<16} {:<8} {:<24} {:<10} {:<6} {}",
+            "TIME", "EVENT", "USER", "PATIENT", "PATH", "DECISION", "STATUS", "REASON"
+        );
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| CliError::Runtime(format!("{}: {e}", file.display())))?;
+        for line in text.lines() {
+            let Ok(record) = serde_json::from_str::<crate::audit::AuditRecord>(line) else {
+                continue;
+            };
+            if !filter.matches(&record) {
+                continue;
+            }
+            if json {
+                println!("{line}");
+            } else {
+                let cell = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<24} {:<14} {:<16} {:<8} {:<24} {:<10} {:<6} {}",
+                    record.ts,
+                    record.event,
+                    cell(&record.user),
+                    cell(&record.patient_id),
+                    cell(&record.path),
+                    cell(&record.decision),
+                    record.status.map_or("-".into(), |s| s.to_string()),
+                    record
+                        .break_glass
+                        .as_ref()
+                        .map_or_else(|| cell(&record.reason), |b| format!("BREAK-GLASS: {b}")),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Filter {
+    user: Option<String>,
+    patient: Option<String>,
+    event: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+impl Filter {
+    fn matches(&self, record: &crate::audit::AuditRecord) -> bool {
+        self.user
+            .as_ref()
+            .is_none_or(|u| record.user.as_ref() == Some(u))
+            && self
+                .patient
+                .as_ref()
+                .is_none_or(|p| record.patient_id.as_ref() == Some(p))
+            && self.event.as_ref().is_none_or(|e| record.event == *e)
+            && self
+                .since
+                .as_ref()
+                .is_none_or(|s| record.ts.as_str() >= s.as_str())
+            && self
+                .until
+                .as_ref()
+                .is_none_or(|u| record.ts.as_str() <= u.as_str())
+    }
 }
 
 fn public_key(key_path: &Path) -> Result<Vec<u8>, CliError> {
@@ -43,6 +151,36 @@ fn public_key(key_path: &Path) -> Result<Vec<u8>, CliError> {
 
 pub(super) fn run(command: AuditCommand) -> Result<(), CliError> {
     match command {
+        AuditCommand::Query {
+            config,
+            user,
+            patient,
+            event,
+            since,
+            until,
+            format,
+            paths,
+        } => {
+            let paths = if paths.is_empty() {
+                vec![crate::config::Config::load(&config)?.audit.dir]
+            } else {
+                paths
+            };
+            let filter = Filter {
+                user,
+                patient,
+                event,
+                since: since.as_deref().map(time_bound).transpose()?,
+                until: until.as_deref().map(time_bound).transpose()?,
+            };
+            match format.as_str() {
+                "json" => query(&paths, &filter, true),
+                "table" => query(&paths, &filter, false),
+                other => Err(CliError::Runtime(format!(
+                    "--format `{other}` must be json or table"
+                ))),
+            }
+        }
         AuditCommand::Verify { config, paths } => {
             let key = match config {
                 Some(path) => Some(public_key(

@@ -246,6 +246,11 @@ impl Wardgate {
         None
     }
 
+    /// Takes the working directory away from this process handle (to restart on it).
+    pub fn take_dir(&mut self) -> tempfile::TempDir {
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
+    }
+
     pub fn rewrite_config(&self, toml: &str) {
         std::fs::write(&self.config_path, toml).expect("rewrite config");
     }
