@@ -64,8 +64,8 @@ fn query(paths: &[PathBuf], filter: &Filter, json: bool) -> Result<(), CliError>
     let files = verify::expand(paths).map_err(|e| CliError::Runtime(e.to_string()))?;
     if !json {
         println!(
-            "{:<24} {:<14} {:<16} {:<8} {:<24} {:<10} {:<6} {}",
-            "TIME", "EVENT", "USER", "PATIENT", "PATH", "DECISION", "STATUS", "REASON"
+            "{:<24} {:<14} {:<16} {:<8} {:<24} {:<10} {:<6} REASON",
+            "TIME", "EVENT", "USER", "PATIENT", "PATH", "DECISION", "STATUS"
         );
     }
     for file in files {
