@@ -44,7 +44,15 @@ fn bench(c: &mut Criterion) {
             checkpoint_every: config.audit.checkpoint_every,
             replica: "bench".into(),
         };
-        let audit = Arc::new(wardgate::audit::Auditor::start(settings, key, 65_536));
+        let audit = Arc::new(wardgate::audit::Auditor::start(
+            settings,
+            key,
+            65_536,
+            wardgate::audit::writer::Alerts {
+                detector: None,
+                webhook: None,
+            },
+        ));
         let app = App::build(config, state, audit).expect("app");
         let user = User {
             name: "alice".into(),

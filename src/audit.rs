@@ -21,8 +21,10 @@ use crate::gate::error::GateError;
 use crate::gate::target::RequestTarget;
 
 pub mod checkpoint;
+pub mod detect;
 pub mod record;
 pub mod verify;
+pub mod webhook;
 pub mod writer;
 
 pub use record::AuditRecord;
@@ -62,13 +64,14 @@ impl Auditor {
         settings: writer::WriterSettings,
         key: checkpoint::CheckpointKey,
         queue: usize,
+        alerts: writer::Alerts,
     ) -> Auditor {
         let (jobs, receiver) = sync_channel(queue.max(1));
         let healthy = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&healthy);
         let spawned = std::thread::Builder::new()
             .name("wardgate-audit".into())
-            .spawn(move || writer::run(settings, key, receiver, flag));
+            .spawn(move || writer::run(settings, key, receiver, flag, alerts));
         if let Err(err) = spawned {
             tracing::error!(error = %err, "cannot start the audit writer; PHI requests will be refused");
         }

@@ -49,6 +49,10 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The audit trail.
     pub audit: AuditConfig,
+    /// Detection rules.
+    pub detect: crate::audit::detect::DetectConfig,
+    /// Alert webhook and its CA.
+    pub webhook: Option<(http::Uri, Option<PathBuf>)>,
     /// Roles that may open break-glass access.
     pub break_glass_roles: Vec<String>,
     /// How long a break-glass grant lasts.

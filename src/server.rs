@@ -55,7 +55,17 @@ fn start_audit(config: &Config) -> Result<crate::audit::Auditor, ServeError> {
         checkpoint_every: config.audit.checkpoint_every,
         replica: config.audit.replica.clone(),
     };
-    Ok(Auditor::start(settings, key, config.audit.queue))
+    let webhook = match &config.webhook {
+        Some((url, ca)) => {
+            Some(crate::audit::webhook::start(url.clone(), ca.clone()).map_err(ServeError::App)?)
+        }
+        None => None,
+    };
+    let alerts = crate::audit::writer::Alerts {
+        detector: Some(crate::audit::detect::Detector::new(config.detect.clone())),
+        webhook,
+    };
+    Ok(Auditor::start(settings, key, config.audit.queue, alerts))
 }
 
 /// Why the server could not start.

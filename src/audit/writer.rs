@@ -115,12 +115,50 @@ fn new_file(dir: &Path, seq: u64, prev: String) -> std::io::Result<Chain> {
     })
 }
 
+/// Where alerts raised by the detection rules go besides the audit trail.
+pub struct Alerts {
+    /// The detection rules (none: detection off).
+    pub detector: Option<super::detect::Detector>,
+    /// Webhook delivery, if configured.
+    pub webhook: Option<tokio::sync::mpsc::Sender<String>>,
+}
+
+impl Alerts {
+    /// Runs the rules over a committed batch; the alerts are appended to the next batch.
+    fn raise(
+        &mut self,
+        written: &[(AuditRecord, Option<oneshot::Sender<()>>)],
+    ) -> Vec<AuditRecord> {
+        let Some(detector) = self.detector.as_mut() else {
+            return Vec::new();
+        };
+        let alerts: Vec<AuditRecord> = written
+            .iter()
+            .flat_map(|(record, _)| detector.observe(record))
+            .collect();
+        for alert in &alerts {
+            let rule = alert.rule.clone().unwrap_or_default();
+            tracing::warn!(target: "wardgate::security", rule = %rule, reason = alert.reason.as_deref().unwrap_or(""), "ALERT");
+            metrics::counter!("wardgate_alerts_total", "rule" => rule).increment(1);
+            if let (Some(webhook), Ok(json)) = (&self.webhook, serde_json::to_string(alert)) {
+                if webhook.try_send(json).is_err() {
+                    tracing::warn!(
+                        "alert webhook queue full; the alert is in the audit trail only"
+                    );
+                }
+            }
+        }
+        alerts
+    }
+}
+
 /// Runs the writer until a `Stop` job (or every sender is gone).
 pub fn run(
     settings: WriterSettings,
     key: CheckpointKey,
     jobs: Receiver<Job>,
     healthy: Arc<AtomicBool>,
+    mut alerts: Alerts,
 ) {
     let mut chain = loop {
         match open_chain(&settings.dir) {
@@ -172,11 +210,13 @@ pub fn run(
                 } else if !pending.is_empty() {
                     dirty = true;
                 }
+                let raised = alerts.raise(&pending);
                 for (_, ack) in pending.drain(..) {
                     if let Some(ack) = ack {
                         let _ = ack.send(());
                     }
                 }
+                pending.extend(raised.into_iter().map(|alert| (alert, None)));
                 if let Some(done) = stop.take() {
                     let _ = done.send(());
                     return;

@@ -48,6 +48,9 @@ pub struct FileConfig {
     /// `[audit]`: the audit trail.
     #[serde(default)]
     pub audit: AuditFile,
+    /// `[detect]`: detection rules on the audit stream.
+    #[serde(default)]
+    pub detect: DetectFile,
     /// `[break_glass]`: emergency access.
     #[serde(default)]
     pub break_glass: BreakGlassFile,
@@ -334,4 +337,26 @@ pub struct BreakGlassFile {
     pub roles: Option<Vec<String>>,
     /// How long a grant lasts (default 1h).
     pub duration: Option<HumanDuration>,
+}
+
+/// `[detect]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectFile {
+    /// Failed logins per account within `window` that raise an alert (default 5; 0 = off).
+    pub failed_logins_per_account: Option<usize>,
+    /// Failed logins per source address within `window` (default 20; 0 = off).
+    pub failed_logins_per_ip: Option<usize>,
+    /// Window for failed logins (default 5m).
+    pub window: Option<HumanDuration>,
+    /// Distinct patients per user within `patient_window` (default 50; 0 = off).
+    pub distinct_patients: Option<usize>,
+    /// Window for distinct patients (default 1h).
+    pub patient_window: Option<HumanDuration>,
+    /// PHI access outside this UTC window raises an alert, e.g. "06:00-20:00".
+    pub phi_hours: Option<Spanned<String>>,
+    /// POST alerts (JSON) to this URL.
+    pub webhook: Option<Spanned<String>>,
+    /// CA bundle for an https webhook.
+    pub webhook_ca: Option<Spanned<String>>,
 }

@@ -49,6 +49,7 @@ pub(super) fn validate(
     let response_headers = response_headers(&file.response_headers, text, &mut sink);
     let auth = auth(&file, &data_dir, &mut sink, &resolve);
     let audit = audit(&file, &data_dir, &resolve);
+    let (detect, webhook) = detect(&file, &mut sink, &resolve);
     let upstreams = upstreams(&file.upstreams, &mut sink, &resolve);
     let routes = routes(&file, &upstreams, limits.max_body, &mut sink);
 
@@ -65,6 +66,8 @@ pub(super) fn validate(
         response_headers,
         auth,
         audit,
+        detect,
+        webhook,
         break_glass_roles: file
             .break_glass
             .roles
@@ -363,6 +366,64 @@ fn audit(file: &FileConfig, data_dir: &Path, resolve: &impl Fn(&str) -> PathBuf)
         queue: audit.queue.unwrap_or(65_536).max(1),
         replica,
     }
+}
+
+fn detect(
+    file: &FileConfig,
+    sink: &mut IssueSink<'_>,
+    resolve: &impl Fn(&str) -> PathBuf,
+) -> (
+    crate::audit::detect::DetectConfig,
+    Option<(Uri, Option<PathBuf>)>,
+) {
+    let d = &file.detect;
+    let off_is_max = |n: usize| if n == 0 { usize::MAX } else { n };
+    let phi_hours = d.phi_hours.as_ref().and_then(|h| {
+        let parsed = crate::authz::policy::parse_hours(h.get_ref());
+        if parsed.is_none() {
+            sink.span(
+                h.span(),
+                "detect.phi_hours",
+                format!(
+                    "`{}` must be a UTC window like \"06:00-20:00\"",
+                    h.get_ref()
+                ),
+            );
+        }
+        parsed
+    });
+    let webhook = d
+        .webhook
+        .as_ref()
+        .and_then(|url| match url.get_ref().parse::<Uri>() {
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("http" | "https"))
+                    && uri.authority().is_some() =>
+            {
+                let ca = d
+                    .webhook_ca
+                    .as_ref()
+                    .map(|ca| existing_file(ca, "detect.webhook_ca", sink, resolve));
+                Some((uri, ca))
+            }
+            _ => {
+                sink.span(
+                    url.span(),
+                    "detect.webhook",
+                    "must be an http:// or https:// URL",
+                );
+                None
+            }
+        });
+    let config = crate::audit::detect::DetectConfig {
+        failed_logins_per_account: off_is_max(d.failed_logins_per_account.unwrap_or(5)),
+        failed_logins_per_ip: off_is_max(d.failed_logins_per_ip.unwrap_or(20)),
+        window: d.window.map_or(Duration::from_secs(300), |w| w.0),
+        distinct_patients: off_is_max(d.distinct_patients.unwrap_or(50)),
+        patient_window: d.patient_window.map_or(Duration::from_secs(3600), |w| w.0),
+        phi_hours,
+    };
+    (config, webhook)
 }
 
 fn log(file: &FileConfig, sink: &mut IssueSink<'_>) -> LogConfig {

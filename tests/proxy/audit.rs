@@ -488,3 +488,59 @@ async fn strict_mode_loses_no_acknowledged_access_on_kill_9() {
 async fn token_after_restart(proxy: &Wardgate, user: &crate::support::auth::TestUser) -> String {
     token(proxy, user, &crate::support::auth::next_code(user)).await
 }
+
+#[tokio::test]
+async fn detection_rules_raise_alerts_in_the_trail_and_at_the_webhook() {
+    let backend = Backend::start().await;
+    let extra = format!("\n[detect]\nfailed_logins_per_account = 3\ndistinct_patients = 2\nwebhook = \"http://{}/hook\"\n", backend.addr);
+    let (dir, path) = write_config(&config(backend.addr, &extra));
+    let doc = add_user(&path, "doc", &["--role", "clinician"], true);
+    let proxy = Wardgate::start_in(dir, path);
+    for _ in 0..3 {
+        assert_eq!(
+            crate::support::auth::login(&proxy, "doc", "wrong password!!", "000000")
+                .await
+                .status(),
+            401
+        );
+    }
+    let token = token(&proxy, &doc, &code(&doc)).await;
+    let client = proxy.client();
+    for patient in ["1", "2"] {
+        assert_eq!(
+            client
+                .get(proxy.url(&format!("/patients/{patient}/records")))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("send")
+                .status(),
+            200
+        );
+    }
+    let home = proxy.dir.path().to_path_buf();
+    for rule in ["failed_logins_account", "distinct_patients"] {
+        assert!(
+            wait_for_record(&home, |r| r["event"] == "alert" && r["rule"] == rule).await,
+            "no {rule} alert"
+        );
+    }
+    let alerts = records(&home)
+        .into_iter()
+        .filter(|r| r["event"] == "alert")
+        .count();
+    assert_eq!(alerts, 2, "each rule fires once, at its threshold");
+    let mut delivered = 0;
+    for _ in 0..50 {
+        delivered = backend
+            .seen()
+            .iter()
+            .filter(|s| s.path_and_query == "/hook" && s.method == "POST")
+            .count();
+        if delivered == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(delivered, 2, "alerts POSTed to the webhook");
+}
