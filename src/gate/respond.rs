@@ -22,6 +22,18 @@ pub fn error_response(ctx: &RequestCtx, error: &GateError) -> Response<Body> {
     let mut response = Response::new(body::full(payload.to_string()));
     let login = match error {
         GateError::Unauthenticated | GateError::InvalidSession(_) => ctx.login_redirect.clone(),
+        GateError::StepUpRequired(_) => ctx
+            .login_redirect
+            .as_ref()
+            .and_then(|login| login.to_str().ok())
+            .and_then(|login| {
+                HeaderValue::from_str(&login.replacen(
+                    "/.wardgate/login?",
+                    "/.wardgate/step-up?",
+                    1,
+                ))
+                .ok()
+            }),
         _ => None,
     };
     *response.status_mut() = if login.is_some() {

@@ -104,3 +104,51 @@ async fn first_login_enrolls_the_authenticator_from_the_qr_page() {
     assert_eq!(url, proxy.url("/private/welcome"));
     assert_eq!(backend.last().headers["x-wardgate-user"], "omar");
 }
+
+#[tokio::test]
+async fn stale_sessions_step_up_in_the_browser() {
+    let backend = Backend::start().await;
+    let extra = "\n[[routes]]\nname = \"export\"\npath = \"/export/**\"\nupstream = \"b\"\nmax_auth_age = \"2s\"\nallow = [{ authenticated = true }]\n";
+    let (dir, path) = write_config(&config(backend.addr, extra));
+    add_user(&path, "pia", &[], false);
+    let proxy = Wardgate::start_in(dir, path);
+    let browser = Browser::start().await;
+
+    browser
+        .goto(&proxy.url("/.wardgate/login?rd=/export/report"))
+        .await;
+    browser.type_into("#username", "pia").await;
+    browser.type_into("#password", PASSWORD).await;
+    browser.click("#sign-in").await;
+    browser
+        .wait_for_url(|u| u.ends_with("/.wardgate/enroll"))
+        .await;
+    let secret = browser.text("#secret").await;
+    let pia = secret_from_uri("pia", &format!("otpauth://totp/x?secret={secret}"));
+    browser.type_into("#code", &code(&pia)).await;
+    browser.click("#verify").await;
+    assert_eq!(
+        browser.wait_for_url(|u| u.contains("/export/report")).await,
+        proxy.url("/export/report")
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    browser.goto(&proxy.url("/export/report?page=2")).await;
+    let url = browser
+        .wait_for_url(|u| u.contains("/.wardgate/step-up"))
+        .await;
+    assert!(
+        url.contains("/.wardgate/step-up?rd=%2Fexport%2Freport%3Fpage%3D2"),
+        "{url}"
+    );
+    browser.screenshot("05-step-up").await;
+    browser.type_into("#code", &next_code(&pia)).await;
+    browser.click("#verify").await;
+    assert_eq!(
+        browser
+            .wait_for_url(|u| u.contains("/export/report?page=2"))
+            .await,
+        proxy.url("/export/report?page=2")
+    );
+    assert_eq!(backend.last().path_and_query, "/export/report?page=2");
+}

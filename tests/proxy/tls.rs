@@ -229,3 +229,42 @@ async fn mtls_optional_admits_both_but_verifies_presented_certificates() {
         .await
         .is_err());
 }
+
+#[tokio::test]
+async fn services_and_devices_are_admitted_by_their_verified_certificate() {
+    let backend = Backend::start().await;
+    let ca = TestCa::new("Clinic CA");
+    let device_ca = TestCa::new("Device CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("devices.pem"), &device_ca.cert_pem).expect("write");
+    let toml = tls_config(dir.path(), &ca, "proxy.test", "client_ca = \"devices.pem\"\nclient_auth = \"optional\"", backend.addr)
+        + "\n[[routes]]\nname = \"lab-results\"\npath = \"/lab/**\"\nmethods = [\"POST\"]\nupstream = \"b\"\nphi = true\nallow = [{ client_cert = [\"CN=lab-analyzer-3\", \"DNS:scheduler.clinic.test\"] }]\n";
+    let path = dir.path().join("wardgate.toml");
+    std::fs::write(&path, &toml).expect("write");
+    let proxy = Wardgate::start_in(dir, path);
+    let analyzer = device_ca.leaf("lab-analyzer-3", &[], true);
+    let scheduler = device_ca.leaf("something-else", &["scheduler.clinic.test"], true);
+    let pump = device_ca.leaf("infusion-pump-7", &[], true);
+    let post = |identity: Option<&crate::support::certs::Leaf>| {
+        mtls_client(&proxy, &ca, identity)
+            .post(proxy.url("/lab/results"))
+            .body("{}")
+            .send()
+    };
+    assert_eq!(post(Some(&analyzer)).await.expect("send").status(), 200);
+    assert_eq!(
+        post(Some(&scheduler)).await.expect("send").status(),
+        200,
+        "matched by SAN"
+    );
+    assert_eq!(post(Some(&pump)).await.expect("send").status(), 403);
+    assert_eq!(post(None).await.expect("send").status(), 401);
+    assert_eq!(backend.seen().len(), 2);
+    assert!(
+        backend
+            .seen()
+            .iter()
+            .all(|s| s.headers.get("x-wardgate-user").is_none()),
+        "no user identity is invented for a device"
+    );
+}
