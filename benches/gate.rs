@@ -43,6 +43,8 @@ fn bench(c: &mut Criterion) {
             max_file_size: config.audit.max_file_size,
             checkpoint_every: config.audit.checkpoint_every,
             replica: "bench".into(),
+            rotate_every: config.audit.rotate_every,
+            mirror: None,
         };
         let audit = Arc::new(wardgate::audit::Auditor::start(
             settings,

@@ -22,6 +22,7 @@ use crate::gate::target::RequestTarget;
 
 pub mod checkpoint;
 pub mod detect;
+pub mod mirror;
 pub mod record;
 pub mod verify;
 pub mod webhook;

@@ -128,6 +128,10 @@ pub struct AuditConfig {
     pub queue: usize,
     /// Replica id on every record.
     pub replica: String,
+    /// Rotate files older than this.
+    pub rotate_every: Duration,
+    /// Second copy of the stream.
+    pub mirror: Option<crate::audit::mirror::MirrorTarget>,
 }
 
 /// How a PHI route waits for its access record.

@@ -54,6 +54,12 @@ fn start_audit(config: &Config) -> Result<crate::audit::Auditor, ServeError> {
         max_file_size: config.audit.max_file_size,
         checkpoint_every: config.audit.checkpoint_every,
         replica: config.audit.replica.clone(),
+        rotate_every: config.audit.rotate_every,
+        mirror: config
+            .audit
+            .mirror
+            .clone()
+            .map(|target| crate::audit::mirror::start(target, config.audit.replica.clone())),
     };
     let webhook = match &config.webhook {
         Some((url, ca)) => {

@@ -39,6 +39,10 @@ pub struct WriterSettings {
     pub fsync_interval: Duration,
     /// Rotate when a file reaches this size.
     pub max_file_size: u64,
+    /// Rotate when a file is this old.
+    pub rotate_every: Duration,
+    /// Copy every written line here too (SIEM), best effort.
+    pub mirror: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
     /// Write a signed checkpoint after this many records.
     pub checkpoint_every: u64,
     /// Replica id stamped on every record.
@@ -52,6 +56,7 @@ struct Chain {
     seq: u64,
     prev: String,
     since_checkpoint: u64,
+    opened: Instant,
 }
 
 /// Opens the newest file in `dir` (repairing a torn last line) or starts a new one.
@@ -92,6 +97,7 @@ fn open_chain(dir: &Path) -> std::io::Result<Chain> {
         seq,
         prev,
         since_checkpoint: 0,
+        opened: Instant::now(),
     })
 }
 
@@ -112,6 +118,7 @@ fn new_file(dir: &Path, seq: u64, prev: String) -> std::io::Result<Chain> {
         seq,
         prev,
         since_checkpoint: 0,
+        opened: Instant::now(),
     })
 }
 
@@ -298,10 +305,15 @@ fn commit(
         return Err(err);
     }
     chain.len = start + buffer.len() as u64;
+    if let Some(mirror) = &settings.mirror {
+        if mirror.try_send(buffer.clone()).is_err() {
+            metrics::counter!("wardgate_audit_mirror_dropped_total").increment(1);
+        }
+    }
     chain.seq = seq;
     chain.prev = prev;
     chain.since_checkpoint = since;
-    if chain.len >= settings.max_file_size {
+    if chain.len >= settings.max_file_size || chain.opened.elapsed() >= settings.rotate_every {
         chain.file.sync_all()?;
         *chain = new_file(&settings.dir, chain.seq, chain.prev.clone())?;
     }

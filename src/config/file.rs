@@ -327,6 +327,10 @@ pub struct AuditFile {
     pub queue: Option<usize>,
     /// Replica id (default: the host name).
     pub replica: Option<String>,
+    /// Rotate files older than this (default 24h).
+    pub rotate_every: Option<HumanDuration>,
+    /// Second copy for a SIEM: `stdout` or `syslog+tcp://host:port`.
+    pub mirror: Option<Spanned<String>>,
 }
 
 /// `[break_glass]`.

@@ -48,7 +48,7 @@ pub(super) fn validate(
     let proxy = proxy(&file.proxy, &mut sink);
     let response_headers = response_headers(&file.response_headers, text, &mut sink);
     let auth = auth(&file, &data_dir, &mut sink, &resolve);
-    let audit = audit(&file, &data_dir, &resolve);
+    let audit = audit(&file, &data_dir, &resolve, &mut sink);
     let (detect, webhook) = detect(&file, &mut sink, &resolve);
     let upstreams = upstreams(&file.upstreams, &mut sink, &resolve);
     let routes = routes(&file, &upstreams, limits.max_body, &mut sink);
@@ -337,7 +337,12 @@ fn auth(
     }
 }
 
-fn audit(file: &FileConfig, data_dir: &Path, resolve: &impl Fn(&str) -> PathBuf) -> AuditConfig {
+fn audit(
+    file: &FileConfig,
+    data_dir: &Path,
+    resolve: &impl Fn(&str) -> PathBuf,
+    sink: &mut IssueSink<'_>,
+) -> AuditConfig {
     let audit = &file.audit;
     let replica = audit.replica.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/etc/hostname")
@@ -365,6 +370,20 @@ fn audit(file: &FileConfig, data_dir: &Path, resolve: &impl Fn(&str) -> PathBuf)
         checkpoint_every: audit.checkpoint_every.unwrap_or(1000).max(1),
         queue: audit.queue.unwrap_or(65_536).max(1),
         replica,
+        rotate_every: audit.rotate_every.map_or(Duration::from_secs(86_400), |d| {
+            d.0.max(Duration::from_secs(1))
+        }),
+        mirror: audit.mirror.as_ref().and_then(|m| {
+            let target = crate::audit::mirror::MirrorTarget::parse(m.get_ref());
+            if target.is_none() {
+                sink.span(
+                    m.span(),
+                    "audit.mirror",
+                    format!("`{}` must be stdout or syslog+tcp://host:port", m.get_ref()),
+                );
+            }
+            target
+        }),
     }
 }
 

@@ -544,3 +544,214 @@ async fn detection_rules_raise_alerts_in_the_trail_and_at_the_webhook() {
     }
     assert_eq!(delivered, 2, "alerts POSTed to the webhook");
 }
+
+/// A small tmpfs, unmounted when dropped (the disk-full test needs a disk that can fill up).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).expect("mount point");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (CI and scripts/test run as root)"
+        );
+        SmallDisk(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_phi_requests_loses_nothing_and_recovers() {
+    let backend = Backend::start().await;
+    let (dir, path) = write_config(&config(backend.addr, "\n[audit]\ndir = \"disk/audit\"\n"));
+    let home = dir.path().to_path_buf();
+    let disk = SmallDisk::mount(&home.join("disk"), "256k");
+    let pat = add_user(
+        &path,
+        "pat",
+        &["--role", "patient", "--claim", "patient_id=7"],
+        true,
+    );
+    let mut proxy = Wardgate::start_in(dir, path.clone());
+    let client = proxy.client();
+    let token = token(&proxy, &pat, &code(&pat)).await;
+    let mut acknowledged = Vec::new();
+    let first = client
+        .get(proxy.url("/patients/7/records"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(first.status(), 200);
+    acknowledged.push(
+        first.headers()["x-request-id"]
+            .to_str()
+            .expect("id")
+            .to_string(),
+    );
+
+    // Fill the disk.
+    let filler = disk.0.join("filler");
+    let mut block = vec![b'x'; 4096];
+    let mut file = std::fs::File::create(&filler).expect("filler");
+    while std::io::Write::write_all(&mut file, &block).is_ok() {}
+    block.clear();
+    let mut refused = false;
+    for _ in 0..40 {
+        let response = client
+            .get(proxy.url("/patients/7/records"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("send");
+        if response.status() == 503 {
+            refused = true;
+            break;
+        }
+        acknowledged.push(
+            response.headers()["x-request-id"]
+                .to_str()
+                .expect("id")
+                .to_string(),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        refused,
+        "PHI requests were not refused when the audit disk was full"
+    );
+    assert_eq!(
+        client
+            .get(proxy.url("/pub/x"))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200,
+        "other traffic continues"
+    );
+    assert_eq!(
+        reqwest::get(proxy.admin_url("/readyz"))
+            .await
+            .expect("readyz")
+            .status(),
+        503
+    );
+    assert!(proxy.wait_for_log("audit write failed", Duration::from_secs(2)));
+
+    // Free the space: recovery is automatic.
+    drop(file);
+    std::fs::remove_file(&filler).expect("remove filler");
+    let mut recovered = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let response = client
+            .get(proxy.url("/patients/7/records"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("send");
+        if response.status() == 200 {
+            acknowledged.push(
+                response.headers()["x-request-id"]
+                    .to_str()
+                    .expect("id")
+                    .to_string(),
+            );
+            recovered = true;
+            break;
+        }
+    }
+    assert!(
+        recovered,
+        "PHI access did not recover after space was freed"
+    );
+    proxy.signal("TERM");
+    assert_eq!(proxy.exited(Duration::from_secs(10)).await, Some(0));
+    let audit_dir = disk.0.join("audit");
+    let (status, out, err) = verify(&[audit_dir.to_str().expect("dir")], &home);
+    assert_eq!(status, 0, "{out}{err}");
+    let text: String = std::fs::read_dir(&audit_dir)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    for id in &acknowledged {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(id.as_str()) && l.contains("\"decision\":\"allow\"")),
+            "access {id} was answered 200 but is not in the audit trail"
+        );
+    }
+}
+
+#[tokio::test]
+async fn records_are_mirrored_to_syslog_and_files_rotate_by_age() {
+    let backend = Backend::start().await;
+    let collector = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("collector");
+    let collector_addr = collector.local_addr().expect("addr");
+    let extra =
+        format!("\n[audit]\nmirror = \"syslog+tcp://{collector_addr}\"\nrotate_every = \"1s\"\n");
+    let mut proxy = Wardgate::start(&config(backend.addr, &extra));
+    let client = proxy.client();
+    let first = client
+        .get(proxy.url("/patients/1/records"))
+        .send()
+        .await
+        .expect("send");
+    let first_id = first.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
+    let (mut stream, _) = tokio::time::timeout(Duration::from_secs(5), collector.accept())
+        .await
+        .expect("mirror connects")
+        .expect("accept");
+    let mut received = String::new();
+    let mut buf = vec![0u8; 65536];
+    while !received.contains(&first_id) {
+        let n = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+        )
+        .await
+        .expect("frame in time")
+        .expect("read");
+        assert!(n > 0, "collector connection closed");
+        received.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(
+        received.contains("<110>1 "),
+        "RFC 5424 frame expected: {received}"
+    );
+    let frame_len: usize = received
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("octet count");
+    assert!(frame_len > 20);
+
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let _ = client.get(proxy.url("/patients/2/records")).send().await;
+    proxy.signal("TERM");
+    assert_eq!(proxy.exited(Duration::from_secs(10)).await, Some(0));
+    let home = proxy.dir.path().to_path_buf();
+    assert!(audit_files(&home).len() >= 2, "no rotation by age");
+    let (status, out, err) = verify(&[home.join("data/audit").to_str().expect("dir")], &home);
+    assert_eq!(status, 0, "{out}{err}");
+}
