@@ -19,7 +19,15 @@ fn auditor(dir: &std::path::Path) -> Auditor {
         rotate_every: Duration::from_secs(86_400),
         mirror: None,
     };
-    Auditor::start(settings, key, 65_536, Alerts { detector: None, webhook: None })
+    Auditor::start(
+        settings,
+        key,
+        65_536,
+        Alerts {
+            detector: None,
+            webhook: None,
+        },
+    )
 }
 
 fn record(i: u64) -> AuditRecord {
@@ -41,7 +49,11 @@ fn record(i: u64) -> AuditRecord {
 }
 
 fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let audit = runtime.block_on(async { auditor(dir.path()) });
     runtime.block_on(async {
@@ -65,7 +77,9 @@ fn bench(c: &mut Criterion) {
                     }
                 }
                 // Waiting for one durable record after the batch means all before it are on disk.
-                runtime.block_on(audit.submit_durable(record(BATCH))).expect("durable");
+                runtime
+                    .block_on(audit.submit_durable(record(BATCH)))
+                    .expect("durable");
                 total += started.elapsed();
             }
             total
@@ -73,7 +87,11 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
     c.bench_function("audit/strict-one-record-durable", |b| {
-        b.iter(|| runtime.block_on(audit.submit_durable(record(1))).expect("durable"))
+        b.iter(|| {
+            runtime
+                .block_on(audit.submit_durable(record(1)))
+                .expect("durable")
+        })
     });
 }
 
