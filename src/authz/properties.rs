@@ -31,6 +31,7 @@ path = "/patients/{patient_id}/notes/{note}"
 upstream = "b"
 phi = true
 allow = [{ roles = ["patient"], match = { patient_id = "claim:patient_id" }, methods = ["GET"] }]
+deny = [{ groups = ["suspended"] }]
 "#;
 
 fn segment() -> impl Strategy<Value = &'static str> {
