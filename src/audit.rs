@@ -168,6 +168,7 @@ pub fn request_record(
     record.user = ctx.user.clone();
     record.roles = ctx.roles.clone();
     record.session = ctx.session.as_deref().map(record::session_hash);
+    record.work_hours = ctx.work_hours.clone();
     record
 }
 

@@ -65,10 +65,13 @@ pub async fn forward(
     if let crate::authn::Caller::User(principal, _) = permit.caller() {
         headers::set_identity(&mut parts.headers, principal);
         let issuer = &app.config.listen.public_url;
-        if let Some(assertion) =
-            app.assertions
-                .assertion(principal, &route.upstream, issuer, crate::state::unix_now())
-        {
+        if let Some(assertion) = app.assertions.assertion(
+            principal,
+            &route.upstream,
+            issuer,
+            crate::state::unix_now(),
+            permit.break_glass().is_some(),
+        ) {
             if let Ok(value) = http::HeaderValue::from_str(&assertion) {
                 parts.headers.insert("x-wardgate-assertion", value);
             }

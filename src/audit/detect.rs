@@ -27,7 +27,8 @@ pub struct DetectConfig {
     pub distinct_patients: usize,
     /// Window for distinct patients.
     pub patient_window: Duration,
-    /// PHI access outside this UTC window raises an alert.
+    /// PHI access outside this UTC window raises an alert (a user's `work_hours` claim, if
+    /// set, is used for that user instead).
     pub phi_hours: Option<(u16, u16)>,
 }
 
@@ -154,7 +155,13 @@ impl Detector {
                         ));
                     }
                 }
-                if let (Some((start, end)), Some(user)) = (self.config.phi_hours, &record.user) {
+                let own_hours = record
+                    .work_hours
+                    .as_deref()
+                    .and_then(crate::authz::policy::parse_hours);
+                if let (Some((start, end)), Some(user)) =
+                    (own_hours.or(self.config.phi_hours), &record.user)
+                {
                     let minute = crate::authz::policy::Facts::minute_at(crate::state::unix_now());
                     let inside = if start < end {
                         (start..end).contains(&minute)
@@ -242,5 +249,43 @@ mod tests {
         assert_eq!(alerts.len(), 1);
         assert_eq!(alerts[0].rule.as_deref(), Some("distinct_patients"));
         assert!(access("4").is_empty(), "fires once, at the threshold");
+    }
+
+    #[test]
+    fn a_users_own_work_hours_decide_what_is_out_of_hours() {
+        let mut detector = Detector::new(DetectConfig {
+            phi_hours: None,
+            ..config()
+        });
+        let minute = crate::authz::policy::Facts::minute_at(crate::state::unix_now());
+        let window = |from: u16, to: u16| {
+            format!(
+                "{:02}:{:02}-{:02}:{:02}",
+                (from / 60) % 24,
+                from % 60,
+                (to / 60) % 24,
+                to % 60
+            )
+        };
+        let mut access = |user: &str, hours: String| {
+            let mut record = event("access", user, "10.0.0.3");
+            record.decision = Some("allow".into());
+            record.work_hours = Some(hours);
+            detector.observe(&record)
+        };
+        assert!(
+            access("day", window(minute + 1440 - 30, minute + 30)).is_empty(),
+            "inside their hours"
+        );
+        let alerts = access("night", window(minute + 60, minute + 120));
+        assert_eq!(
+            alerts.first().and_then(|a| a.rule.as_deref()),
+            Some("phi_outside_hours")
+        );
+        let written = serde_json::to_string(&alerts[0]).expect("json");
+        assert!(
+            !written.contains("work_hours"),
+            "the claim is never written to the log"
+        );
     }
 }

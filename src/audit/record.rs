@@ -76,6 +76,10 @@ pub struct AuditRecord {
     /// Replica that wrote the record.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub replica: Option<String>,
+    /// The user's own working hours (claim `work_hours`), for the detection rules only: never
+    /// written to the log.
+    #[serde(skip)]
+    pub work_hours: Option<String>,
     /// Checkpoints only: Ed25519 signature (hex) over `prev`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub signature: Option<String>,

@@ -49,6 +49,8 @@ pub struct RequestCtx {
     pub roles: Option<Vec<String>>,
     /// The session id (hashed before it is written anywhere).
     pub session: Option<String>,
+    /// The user's `work_hours` claim, for the out-of-hours detection rule.
+    pub work_hours: Option<String>,
     /// The `{patient_id}` the route captured, if any.
     pub patient_id: Option<String>,
     /// Host and canonical path, kept for the audit record of a refused PHI request.
@@ -73,6 +75,7 @@ impl RequestCtx {
             user: None,
             roles: None,
             session: None,
+            work_hours: None,
             patient_id: None,
             phi_target: None,
             browser: false,
@@ -110,6 +113,7 @@ impl RequestCtx {
             self.user = Some(principal.user.name.clone());
             self.roles = Some(principal.user.roles.clone());
             self.session = Some(principal.session_id.clone());
+            self.work_hours = principal.user.claims.get("work_hours").cloned();
         }
     }
 

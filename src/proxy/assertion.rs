@@ -35,6 +35,8 @@ struct AssertionClaims<'a> {
     roles: &'a [String],
     groups: &'a [String],
     claims: &'a std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    break_glass: bool,
 }
 
 /// Signs assertions and publishes the key that verifies them.
@@ -42,7 +44,7 @@ pub struct AssertionSigner {
     key: EncodingKey,
     kid: String,
     jwks: String,
-    cache: DashMap<(String, String), (String, u64)>,
+    cache: DashMap<(String, String, bool), (String, u64)>,
 }
 
 impl std::fmt::Debug for AssertionSigner {
@@ -92,15 +94,21 @@ impl AssertionSigner {
         &self.jwks
     }
 
-    /// The assertion for `principal` calling `upstream`, signed or reused from the cache.
+    /// The assertion for `principal` calling `upstream` (marked when the request rides on a
+    /// break-glass grant), signed or reused from the cache.
     pub fn assertion(
         &self,
         principal: &Principal,
         upstream: &str,
         issuer: &str,
         now: u64,
+        break_glass: bool,
     ) -> Option<String> {
-        let cache_key = (principal.session_id.clone(), upstream.to_string());
+        let cache_key = (
+            principal.session_id.clone(),
+            upstream.to_string(),
+            break_glass,
+        );
         if let Some(entry) = self.cache.get(&cache_key) {
             if entry.1 >= now + REUSE_MARGIN {
                 return Some(entry.0.clone());
@@ -116,6 +124,7 @@ impl AssertionSigner {
             roles: &principal.user.roles,
             groups: &principal.user.groups,
             claims: &principal.user.claims,
+            break_glass,
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());

@@ -375,6 +375,20 @@ async fn break_glass_opens_a_marked_time_boxed_grant_bound_to_the_session() {
         .expect("send");
     assert_eq!(response.status(), 200);
     assert_eq!(backend.last().headers["x-wardgate-break-glass"], "1");
+    let assertion = backend.last().headers["x-wardgate-assertion"]
+        .to_str()
+        .expect("assertion")
+        .to_string();
+    let payload = assertion.split('.').nth(1).expect("payload");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .expect("b64"),
+    )
+    .expect("json");
+    assert_eq!(
+        claims["break_glass"], true,
+        "the signed assertion carries the break-glass flag"
+    );
     // The grant belongs to that session only.
     let other_session = token(&proxy, &doc, &next_code(&doc)).await;
     assert_eq!(
