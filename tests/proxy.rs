@@ -25,6 +25,8 @@ mod lifecycle;
 mod normalization;
 #[path = "proxy/policy_table.rs"]
 mod policy_table;
+#[path = "proxy/smuggling.rs"]
+mod smuggling;
 #[path = "proxy/tls.rs"]
 mod tls;
 #[path = "proxy/tokens.rs"]
