@@ -9,7 +9,7 @@
 //! metric, and optionally a JSON POST to a webhook (sent by its own task, retried, never
 //! blocking the writer or any request).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::record::AuditRecord;
@@ -38,7 +38,9 @@ pub struct Detector {
     config: DetectConfig,
     by_account: HashMap<String, VecDeque<Instant>>,
     by_ip: HashMap<String, VecDeque<Instant>>,
-    patients: HashMap<String, VecDeque<(Instant, String)>>,
+    /// user → patient → last access; only patients inside the window are kept, so memory
+    /// stays proportional to distinct patients per user, not to request volume.
+    patients: HashMap<String, HashMap<String, Instant>>,
     after_hours_alerted: HashMap<String, Instant>,
     seen: u64,
 }
@@ -133,17 +135,10 @@ impl Detector {
             "access" if record.decision.as_deref() == Some("allow") && record.status.is_none() => {
                 if let (Some(user), Some(patient)) = (&record.user, &record.patient_id) {
                     let window = self.config.patient_window;
-                    let entries = self.patients.entry(user.clone()).or_default();
-                    while entries
-                        .front()
-                        .is_some_and(|(t, _)| now.duration_since(*t) > window)
-                    {
-                        entries.pop_front();
-                    }
-                    let before: HashSet<&String> = entries.iter().map(|(_, p)| p).collect();
-                    let new_patient = !before.contains(patient);
-                    let distinct = before.len() + usize::from(new_patient);
-                    entries.push_back((now, patient.clone()));
+                    let seen = self.patients.entry(user.clone()).or_default();
+                    seen.retain(|_, last| now.duration_since(*last) <= window);
+                    let new_patient = seen.insert(patient.clone(), now).is_none();
+                    let distinct = seen.len();
                     if new_patient && distinct == self.config.distinct_patients {
                         alerts.push(alert(
                             "distinct_patients",
@@ -194,9 +189,9 @@ impl Detector {
         self.by_ip
             .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) <= window));
         let patient_window = self.config.patient_window;
-        self.patients.retain(|_, q| {
-            q.back()
-                .is_some_and(|(t, _)| now.duration_since(*t) <= patient_window)
+        self.patients.retain(|_, seen| {
+            seen.retain(|_, last| now.duration_since(*last) <= patient_window);
+            !seen.is_empty()
         });
         self.after_hours_alerted
             .retain(|_, t| now.duration_since(*t) < Duration::from_secs(3600));
