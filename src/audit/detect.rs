@@ -247,6 +247,18 @@ mod tests {
     }
 
     #[test]
+    fn memory_follows_distinct_patients_not_request_volume() {
+        let mut detector = Detector::new(config());
+        let mut record = event("access", "doc", "10.0.0.2");
+        record.decision = Some("allow".into());
+        record.patient_id = Some("1".into());
+        for _ in 0..10_000 {
+            detector.observe(&record);
+        }
+        assert_eq!(detector.patients.get("doc").map(HashMap::len), Some(1));
+    }
+
+    #[test]
     fn a_users_own_work_hours_decide_what_is_out_of_hours() {
         let mut detector = Detector::new(DetectConfig {
             phi_hours: None,
