@@ -117,3 +117,48 @@ fn jwks(app: &App) -> Response<Body> {
     );
     response
 }
+
+/// The session behind a state-changing portal request (step-up, break-glass). A session carried
+/// by the cookie must come from Wardgate's own origin (CSRF); a bearer token needs no such check.
+async fn session_for_post(
+    app: &App,
+    headers: &http::HeaderMap,
+) -> Result<crate::authn::Principal, GateError> {
+    let (token, source) = crate::authn::credential(headers).ok_or(GateError::Unauthenticated)?;
+    if source == crate::authn::CredentialSource::Cookie
+        && !crate::authn::same_origin(headers, &app.config.listen.public_url)
+    {
+        return Err(GateError::Forbidden(
+            "cookie-authenticated POST from another origin",
+        ));
+    }
+    crate::authn::session::validate(app, token, crate::state::unix_now()).await
+}
+
+/// Ends the session a logout request carries, if it is still valid (logging out twice is fine).
+async fn end_session(
+    app: &App,
+    ctx: &RequestCtx,
+    headers: &http::HeaderMap,
+) -> Result<(), GateError> {
+    let Some((token, _)) = crate::authn::credential(headers) else {
+        return Ok(());
+    };
+    if let Ok(principal) =
+        crate::authn::session::validate(app, token, crate::state::unix_now()).await
+    {
+        app.state
+            .revoke_session(&principal.session_id)
+            .await
+            .map_err(|e| GateError::StateUnavailable(e.to_string()))?;
+        let ip = ctx.conn.peer.ip().to_string();
+        crate::authn::events::emit(
+            app,
+            crate::authn::events::Event::Logout,
+            &principal.user.name,
+            &ip,
+            "user logout",
+        );
+    }
+    Ok(())
+}

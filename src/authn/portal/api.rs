@@ -76,28 +76,14 @@ pub(super) async fn logout(
     ctx: &RequestCtx,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, GateError> {
-    if let Some((token, source)) = credential(req.headers()) {
-        if source == CredentialSource::Cookie
-            && !same_origin(req.headers(), &app.config.listen.public_url)
-        {
+    if let Some((_, CredentialSource::Cookie)) = credential(req.headers()) {
+        if !same_origin(req.headers(), &app.config.listen.public_url) {
             return Err(GateError::Forbidden(
                 "logout with cookie from another origin",
             ));
         }
-        if let Ok(principal) = session::validate(app, token, unix_now()).await {
-            app.state
-                .revoke_session(&principal.session_id)
-                .await
-                .map_err(|e| GateError::StateUnavailable(e.to_string()))?;
-            crate::authn::events::emit(
-                app,
-                crate::authn::events::Event::Logout,
-                &principal.user.name,
-                &ctx.conn.peer.ip().to_string(),
-                "user logout",
-            );
-        }
     }
+    super::end_session(app, ctx, req.headers()).await?;
     let mut response = Response::new(body::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     response
@@ -132,15 +118,7 @@ pub(super) async fn step_up(
     ctx: &RequestCtx,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, GateError> {
-    let (token, source) = credential(req.headers()).ok_or(GateError::Unauthenticated)?;
-    if source == CredentialSource::Cookie
-        && !same_origin(req.headers(), &app.config.listen.public_url)
-    {
-        return Err(GateError::Forbidden(
-            "step-up with cookie from another origin",
-        ));
-    }
-    let principal = session::validate(app, token, unix_now()).await?;
+    let principal = super::session_for_post(app, req.headers()).await?;
     let input: StepUpRequest = read_json(req).await?;
     flow::totp_step(app, ctx, &principal.user, &input.totp).await?;
     let now = unix_now();
@@ -177,15 +155,7 @@ pub(super) async fn break_glass(
     ctx: &RequestCtx,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, GateError> {
-    let (token, source) = credential(req.headers()).ok_or(GateError::Unauthenticated)?;
-    if source == CredentialSource::Cookie
-        && !same_origin(req.headers(), &app.config.listen.public_url)
-    {
-        return Err(GateError::Forbidden(
-            "break-glass with cookie from another origin",
-        ));
-    }
-    let principal = session::validate(app, token, unix_now()).await?;
+    let principal = super::session_for_post(app, req.headers()).await?;
     let input: BreakGlassRequest = read_json(req).await?;
     let reason = input.reason.trim();
     let route = app.config.routes.iter().find(|r| r.name == input.route);

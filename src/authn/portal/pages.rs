@@ -294,21 +294,7 @@ pub(super) async fn logout(
     if !same_origin(req.headers(), &app.config.listen.public_url) {
         return Err(GateError::Forbidden("logout form from another origin"));
     }
-    if let Some((token, _)) = credential(req.headers()) {
-        if let Ok(principal) = session::validate(app, token, unix_now()).await {
-            app.state
-                .revoke_session(&principal.session_id)
-                .await
-                .map_err(|e| GateError::StateUnavailable(e.to_string()))?;
-            crate::authn::events::emit(
-                app,
-                crate::authn::events::Event::Logout,
-                &principal.user.name,
-                &ctx.conn.peer.ip().to_string(),
-                "user logout",
-            );
-        }
-    }
+    super::end_session(app, ctx, req.headers()).await?;
     let mut response = see_other("/.wardgate/login");
     response
         .headers_mut()
