@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod gate;
+pub mod keys;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

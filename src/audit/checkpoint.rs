@@ -3,13 +3,9 @@
 
 use std::path::Path;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
-use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 
 use super::record::hex;
-use crate::authn::users::write_atomic;
 
 /// The checkpoint signing key.
 pub struct CheckpointKey {
@@ -33,21 +29,7 @@ impl CheckpointKey {
     /// Loads the key (base64 PKCS#8), creating it (mode 0600) with its `.pub` beside it if absent.
     pub fn load_or_create(path: &Path) -> Result<CheckpointKey, String> {
         let describe = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-        let pkcs8 = match std::fs::read_to_string(path) {
-            Ok(text) => STANDARD.decode(text.trim()).map_err(|e| describe(&e))?,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                let generated = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-                    .map_err(|e| describe(&e))?;
-                write_atomic(
-                    path,
-                    format!("{}\n", STANDARD.encode(generated.as_ref())).as_bytes(),
-                )
-                .map_err(|e| describe(&e))?;
-                generated.as_ref().to_vec()
-            }
-            Err(err) => return Err(describe(&err)),
-        };
-        let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| describe(&e))?;
+        let pair = crate::keys::load_or_create_ed25519(path)?;
         let public = path.with_extension("pub");
         if !public.exists() {
             std::fs::write(&public, format!("{}\n", hex(pair.public_key().as_ref())))

@@ -8,15 +8,13 @@
 
 use std::path::Path;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use dashmap::DashMap;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::Serialize;
 
-use crate::authn::users::write_atomic;
 use crate::authn::Principal;
 
 /// Assertion lifetime in seconds.
@@ -58,22 +56,9 @@ impl std::fmt::Debug for AssertionSigner {
 impl AssertionSigner {
     /// Loads the Ed25519 key (base64 PKCS#8), creating it (mode 0600) on first start.
     pub fn load_or_create(path: &Path) -> Result<AssertionSigner, String> {
-        let describe = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-        let pkcs8 = match std::fs::read_to_string(path) {
-            Ok(text) => STANDARD.decode(text.trim()).map_err(|e| describe(&e))?,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                let generated = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-                    .map_err(|e| describe(&e))?;
-                write_atomic(
-                    path,
-                    format!("{}\n", STANDARD.encode(generated.as_ref())).as_bytes(),
-                )
-                .map_err(|e| describe(&e))?;
-                generated.as_ref().to_vec()
-            }
-            Err(err) => return Err(describe(&err)),
-        };
-        let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| describe(&e))?;
+        let pkcs8 = crate::keys::load_or_create_pkcs8(path)?;
+        let pair =
+            Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| format!("{}: {e}", path.display()))?;
         let public = pair.public_key().as_ref().to_vec();
         let kid = crate::audit::record::line_hash(&public)[..16].to_string();
         let jwks = serde_json::json!({ "keys": [{
