@@ -77,6 +77,11 @@ fn answer(
             "not ready: audit trail unavailable\n".into(),
             "text/plain",
         ),
+        "/readyz" if !shared.state.is_healthy() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: state store unavailable\n".into(),
+            "text/plain",
+        ),
         "/readyz" if shared.ready.load(Ordering::Relaxed) => {
             text(StatusCode::OK, "ready\n".into(), "text/plain")
         }

@@ -22,6 +22,7 @@ pub mod error;
 pub mod file;
 mod rules;
 mod sections;
+pub mod state;
 pub mod units;
 mod validate;
 
@@ -36,6 +37,10 @@ pub struct Config {
     pub listen: ListenConfig,
     /// Admin listener address.
     pub admin_addr: SocketAddr,
+    /// Token file of the admin API (`None`: session endpoints are disabled).
+    pub admin_token_file: Option<PathBuf>,
+    /// The shared state store.
+    pub state: state::StateConfig,
     /// Data directory (dev certificate, later keys and state).
     pub data_dir: PathBuf,
     /// Logging.

@@ -18,6 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{watch, Semaphore};
 
 use crate::app::App;
+use crate::config::state::StateConfig;
 use crate::config::Config;
 use crate::state::StateStore;
 
@@ -96,6 +97,18 @@ pub enum ServeError {
     Signal(std::io::Error),
 }
 
+/// The configured state store; Redis connects in the background (not ready until it answers).
+fn start_state(config: &StateConfig) -> Result<Arc<dyn StateStore>, ServeError> {
+    Ok(match config {
+        StateConfig::Memory => crate::state::memory::MemoryStore::start(),
+        StateConfig::Redis(redis) => {
+            // The Redis client's TLS uses rustls' process-wide provider; make it ring, like ours.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            crate::state::redis_store::RedisStore::start(redis).map_err(ServeError::App)?
+        }
+    })
+}
+
 /// Serves `config` until SIGTERM/SIGINT. `source` is re-read on SIGHUP (none: reload disabled).
 pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), ServeError> {
     let metrics = crate::metrics::install();
@@ -112,7 +125,7 @@ pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), Serv
     })?;
     config.bind_public_url(public_addr);
     let tls = tls::server_config(&config)?;
-    let state: Arc<dyn StateStore> = crate::state::memory::MemoryStore::start();
+    let state = start_state(&config.state)?;
     let audit = Arc::new(start_audit(&config)?);
     let app =
         App::build(config, Arc::clone(&state), Arc::clone(&audit)).map_err(ServeError::App)?;

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 pub mod memory;
+pub mod redis_store;
 
 /// The state store is unreachable or broken.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -88,6 +89,10 @@ impl LockPolicy {
 /// `use_totp_step`, `add_failure` and `hit_rate_limit` atomic.
 #[async_trait::async_trait]
 pub trait StateStore: Send + Sync + std::fmt::Debug {
+    /// Whether the store answered its last health check (`/readyz` reports it).
+    fn is_healthy(&self) -> bool {
+        true
+    }
     /// Stores a new session that lives at most `ttl`.
     async fn put_session(&self, session: &SessionRecord, ttl: Duration) -> Result<(), StateError>;
     /// Looks a session up; `None` if it never existed, expired or was revoked.

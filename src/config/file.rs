@@ -54,6 +54,9 @@ pub struct FileConfig {
     /// `[break_glass]`: emergency access.
     #[serde(default)]
     pub break_glass: BreakGlassFile,
+    /// `[state]`: the shared state store.
+    #[serde(default)]
+    pub state: super::state::StateFile,
     /// `[upstreams.NAME]`: backend pools.
     #[serde(default)]
     pub upstreams: BTreeMap<String, Spanned<UpstreamFile>>,
@@ -98,6 +101,8 @@ pub struct TlsFile {
 pub struct AdminFile {
     /// Socket address of the admin listener.
     pub addr: Option<Spanned<String>>,
+    /// File holding the token that mutating admin endpoints require.
+    pub token_file: Option<Spanned<String>>,
 }
 
 /// `[data]`.

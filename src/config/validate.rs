@@ -36,6 +36,12 @@ pub(super) fn validate(
         "admin.addr",
         &mut sink,
     );
+    let admin_token_file = file
+        .admin
+        .token_file
+        .as_ref()
+        .map(|f| existing_file(f, "admin.token_file", &mut sink, &resolve));
+    let state = super::state::state(&file.state, &mut sink, &resolve);
     let log = super::sections::log(&file, &mut sink);
     let limits = super::sections::limits(&file);
     let proxy = super::sections::proxy(&file.proxy, &mut sink);
@@ -53,6 +59,8 @@ pub(super) fn validate(
         source: source.to_path_buf(),
         listen,
         admin_addr,
+        admin_token_file,
+        state,
         data_dir,
         log,
         limits,

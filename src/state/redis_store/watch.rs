@@ -1,0 +1,203 @@
+//! Health of the Redis connection and the local session cache that depends on it.
+//!
+//! Looking a session up in Redis on every request costs a round trip, so verified sessions are
+//! remembered locally for `session_cache` (1 s by default). A cached session must never outlive
+//! its revocation, so the cache is only trusted while this replica *provably* hears the
+//! revocation channel: every half second the health task publishes a heartbeat on it, and the
+//! cache answers only if that heartbeat came back through the subscription recently. Any
+//! doubt — Redis down, subscription lost, heartbeat late — empties the cache and every lookup
+//! goes to Redis again (which then fails closed if Redis is down).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use futures_util::StreamExt;
+
+use crate::state::SessionRecord;
+
+/// How often the health task pings Redis and publishes a heartbeat.
+pub(super) const HEARTBEAT: Duration = Duration::from_millis(500);
+/// A heartbeat older than this means the subscription cannot be trusted.
+const HEARTBEAT_STALE: Duration = Duration::from_millis(1500);
+/// Upper bound of cached sessions; beyond it the cache starts over (memory stays bounded).
+const CACHE_LIMIT: usize = 100_000;
+
+/// Revocation channel messages.
+pub(super) const HEARTBEAT_MESSAGE: &str = "h";
+/// Prefix of a one-session revocation message (`s:ID`).
+pub(super) const SESSION_PREFIX: &str = "s:";
+/// Prefix of a whole-user revocation message (`u:NAME`).
+pub(super) const USER_PREFIX: &str = "u:";
+
+/// Shared between the store, its health task and its subscriber task.
+#[derive(Debug)]
+pub(super) struct Watch {
+    started: Instant,
+    healthy: AtomicBool,
+    /// Milliseconds since `started` when the last heartbeat arrived through the subscription.
+    last_heartbeat_ms: AtomicU64,
+    cache_for: Duration,
+    cache: DashMap<String, (SessionRecord, Instant)>,
+}
+
+impl Watch {
+    pub(super) fn new(cache_for: Duration) -> Self {
+        Self {
+            started: Instant::now(),
+            healthy: AtomicBool::new(false),
+            last_heartbeat_ms: AtomicU64::new(0),
+            cache_for,
+            cache: DashMap::new(),
+        }
+    }
+
+    pub(super) fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Records a failed command or ping: fail closed until the next successful ping.
+    pub(super) fn mark_down(&self, why: &str) {
+        if self.healthy.swap(false, Ordering::AcqRel) {
+            tracing::error!(error = %why, "state store unavailable: requests that need it are refused (503) until Redis answers again");
+            metrics::gauge!("wardgate_state_up").set(0.0);
+        }
+        metrics::counter!("wardgate_state_errors_total").increment(1);
+        self.cache.clear();
+    }
+
+    fn mark_up(&self) {
+        if !self.healthy.swap(true, Ordering::AcqRel) {
+            tracing::info!("state store reachable");
+            metrics::gauge!("wardgate_state_up").set(1.0);
+        }
+    }
+
+    fn heard_heartbeat(&self) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_heartbeat_ms.store(now, Ordering::Release);
+    }
+
+    /// Whether revocations are reaching this replica right now.
+    fn subscription_live(&self) -> bool {
+        let last = Duration::from_millis(self.last_heartbeat_ms.load(Ordering::Acquire));
+        self.is_healthy()
+            && last > Duration::ZERO
+            && self.started.elapsed().saturating_sub(last) < HEARTBEAT_STALE
+    }
+
+    /// A session verified less than `cache_for` ago, if the cache may be trusted.
+    pub(super) fn cached(&self, id: &str) -> Option<SessionRecord> {
+        if self.cache_for.is_zero() || !self.subscription_live() {
+            return None;
+        }
+        let entry = self.cache.get(id)?;
+        (entry.1.elapsed() < self.cache_for).then(|| entry.0.clone())
+    }
+
+    pub(super) fn remember(&self, record: &SessionRecord) {
+        if self.cache_for.is_zero() || !self.subscription_live() {
+            return;
+        }
+        if self.cache.len() >= CACHE_LIMIT {
+            self.cache.clear();
+        }
+        self.cache
+            .insert(record.id.clone(), (record.clone(), Instant::now()));
+    }
+
+    /// Keeps the cached copy's `last_seen` in step with what this replica wrote.
+    pub(super) fn touched(&self, id: &str, now: u64) {
+        if let Some(mut entry) = self.cache.get_mut(id) {
+            entry.0.last_seen = now;
+        }
+    }
+
+    /// Applies one revocation message (from this replica or another).
+    pub(super) fn apply(&self, message: &str) {
+        if message == HEARTBEAT_MESSAGE {
+            self.heard_heartbeat();
+        } else if let Some(id) = message.strip_prefix(SESSION_PREFIX) {
+            self.cache.remove(id);
+        } else if let Some(user) = message.strip_prefix(USER_PREFIX) {
+            self.cache.retain(|_, (record, _)| record.user != user);
+        }
+    }
+
+    fn forget_all(&self) {
+        self.last_heartbeat_ms.store(0, Ordering::Release);
+        self.cache.clear();
+    }
+}
+
+/// Pings Redis (by publishing the heartbeat) every [`HEARTBEAT`] and keeps `watch` current.
+pub(super) async fn health_task(
+    watch: std::sync::Weak<Watch>,
+    mut conn: ::redis::aio::ConnectionManager,
+    channel: String,
+    timeout: Duration,
+) {
+    let mut ticker = tokio::time::interval(HEARTBEAT);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(watch) = watch.upgrade() else { return };
+        let mut command = ::redis::cmd("PUBLISH");
+        command.arg(&channel).arg(HEARTBEAT_MESSAGE);
+        let publish = command.query_async::<i64>(&mut conn);
+        match tokio::time::timeout(timeout, publish).await {
+            Ok(Ok(_)) => watch.mark_up(),
+            Ok(Err(err)) => watch.mark_down(&err.to_string()),
+            Err(_) => watch.mark_down("ping timed out"),
+        }
+    }
+}
+
+/// Listens on the revocation channel, reconnecting with back-off for as long as `watch` lives.
+pub(super) async fn subscriber_task(
+    watch: std::sync::Weak<Watch>,
+    client: ::redis::Client,
+    channel: String,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match subscribe(&watch, &client, &channel).await {
+            Ok(()) => backoff = Duration::from_millis(200),
+            Err(err) => tracing::debug!(error = %err, "revocation subscription failed"),
+        }
+        let Some(alive) = watch.upgrade() else { return };
+        alive.forget_all();
+        drop(alive);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn subscribe(
+    watch: &std::sync::Weak<Watch>,
+    client: &::redis::Client,
+    channel: &str,
+) -> Result<(), ::redis::RedisError> {
+    let connect = client.get_async_pubsub();
+    let mut pubsub = match tokio::time::timeout(Duration::from_secs(2), connect).await {
+        Ok(conn) => conn?,
+        Err(_) => return Ok(()),
+    };
+    pubsub.subscribe(channel).await?;
+    let mut messages = pubsub.on_message();
+    loop {
+        let next = tokio::time::timeout(HEARTBEAT_STALE, messages.next()).await;
+        let Some(watch) = watch.upgrade() else {
+            return Ok(());
+        };
+        match next {
+            Ok(Some(message)) => {
+                if let Ok(text) = message.get_payload::<String>() {
+                    watch.apply(&text);
+                }
+            }
+            // The stream ended or went quiet although heartbeats are published: reconnect.
+            Ok(None) | Err(_) => return Ok(()),
+        }
+    }
+}
