@@ -25,6 +25,8 @@ mod lifecycle;
 mod normalization;
 #[path = "proxy/policy_table.rs"]
 mod policy_table;
+#[path = "proxy/replicas.rs"]
+mod replicas;
 #[path = "proxy/smuggling.rs"]
 mod smuggling;
 #[path = "proxy/tls.rs"]

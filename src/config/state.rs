@@ -166,9 +166,9 @@ fn redis(
             .clone()
             .unwrap_or_else(|| "wardgate:".into()),
         pool_size,
-        command_timeout: file
-            .command_timeout
-            .map_or(Duration::from_secs(1), |d| d.0.max(Duration::from_millis(10))),
+        command_timeout: file.command_timeout.map_or(Duration::from_secs(1), |d| {
+            d.0.max(Duration::from_millis(10))
+        }),
         session_cache: match file.session_cache {
             None => Duration::from_secs(1),
             Some(d) if d.0 <= Duration::from_secs(10) => d.0,

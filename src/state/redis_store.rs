@@ -58,7 +58,9 @@ impl RedisStore {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
         let pool = (0..=config.pool_size)
-            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone()))
+            .map(|_| {
+                ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
+            })
             .collect::<RedisResult<Vec<_>>>()
             .map_err(|e| format!("state.url: {e}"))?;
         let watch = Arc::new(Watch::new(config.session_cache));
@@ -68,6 +70,7 @@ impl RedisStore {
         tokio::spawn(watch::health_task(
             Arc::downgrade(&watch),
             health_conn,
+            pool.clone(),
             channel.clone(),
             config.command_timeout,
         ));
@@ -128,7 +131,7 @@ impl RedisStore {
     async fn set_session_field(&self, id: &str, field: &str, value: u64) -> Result<(), StateError> {
         let mut conn = self.conn();
         let mut invocation = self.scripts.set_if_exists.prepare_invoke();
-        invocation.key(self.key("s", id)) .arg(field) .arg(value);
+        invocation.key(self.key("s", id)).arg(field).arg(value);
         let call = invocation.invoke_async::<i64>(&mut conn);
         self.guard(call).await.map(|_| ())
     }
@@ -136,7 +139,12 @@ impl RedisStore {
     async fn read_session(&self, id: &str) -> Result<Option<SessionRecord>, StateError> {
         let mut conn = self.conn();
         let fields: Vec<Option<String>> = self
-            .guard(::redis::cmd("HMGET").arg(self.key("s", id)).arg(&["rec", "last_seen", "auth_time"]).query_async(&mut conn))
+            .guard(
+                ::redis::cmd("HMGET")
+                    .arg(self.key("s", id))
+                    .arg(&["rec", "last_seen", "auth_time"])
+                    .query_async(&mut conn),
+            )
             .await?;
         let [Some(rec), last_seen, auth_time] = fields.as_slice() else {
             return Ok(None);
@@ -176,8 +184,8 @@ fn client(config: &RedisConfig) -> Result<::redis::Client, String> {
     match &config.ca_file {
         None => ::redis::Client::open(info).map_err(|e| format!("state.url: {e}")),
         Some(ca) => {
-            let root_cert = std::fs::read(ca)
-                .map_err(|e| format!("state.ca_file {}: {e}", ca.display()))?;
+            let root_cert =
+                std::fs::read(ca).map_err(|e| format!("state.ca_file {}: {e}", ca.display()))?;
             let certs = ::redis::TlsCertificates {
                 client_tls: None,
                 root_cert: Some(root_cert),
@@ -256,7 +264,7 @@ impl StateStore for RedisStore {
     async fn revoke_user(&self, user: &str) -> Result<usize, StateError> {
         let mut conn = self.conn();
         let mut invocation = self.scripts.revoke_user.prepare_invoke();
-        invocation.key(self.key("u", user)) .arg(self.key("s", ""));
+        invocation.key(self.key("u", user)).arg(self.key("s", ""));
         let call = invocation.invoke_async::<i64>(&mut conn);
         let revoked = self.guard(call).await?;
         self.watch.apply(&format!("{USER_PREFIX}{user}"));
@@ -310,7 +318,10 @@ impl StateStore for RedisStore {
     async fn use_totp_step(&self, user: &str, step: u64) -> Result<bool, StateError> {
         let mut conn = self.conn();
         let mut invocation = self.scripts.use_totp_step.prepare_invoke();
-        invocation.key(self.key("totp", user)) .arg(step) .arg(TOTP_MEMORY_SECS);
+        invocation
+            .key(self.key("totp", user))
+            .arg(step)
+            .arg(TOTP_MEMORY_SECS);
         let call = invocation.invoke_async::<i64>(&mut conn);
         Ok(self.guard(call).await? == 1)
     }
@@ -318,7 +329,12 @@ impl StateStore for RedisStore {
     async fn failures(&self, key: &str) -> Result<Failures, StateError> {
         let mut conn = self.conn();
         let fields: Vec<Option<u64>> = self
-            .guard(::redis::cmd("HMGET").arg(self.key("fail", key)).arg(&["count", "locked_until"]).query_async(&mut conn))
+            .guard(
+                ::redis::cmd("HMGET")
+                    .arg(self.key("fail", key))
+                    .arg(&["count", "locked_until"])
+                    .query_async(&mut conn),
+            )
             .await?;
         let field = |i: usize| fields.get(i).copied().flatten().unwrap_or(0);
         Ok(Failures {
@@ -335,7 +351,14 @@ impl StateStore for RedisStore {
     ) -> Result<Failures, StateError> {
         let mut conn = self.conn();
         let mut invocation = self.scripts.add_failure.prepare_invoke();
-        invocation.key(self.key("fail", key)) .arg(now) .arg(policy.free_failures) .arg(policy.base_secs) .arg(policy.max_secs) .arg(policy.hard_limit) .arg(FAILURE_MEMORY_SECS);
+        invocation
+            .key(self.key("fail", key))
+            .arg(now)
+            .arg(policy.free_failures)
+            .arg(policy.base_secs)
+            .arg(policy.max_secs)
+            .arg(policy.hard_limit)
+            .arg(FAILURE_MEMORY_SECS);
         let call = invocation.invoke_async::<(u64, u64)>(&mut conn);
         let (count, locked_until) = self.guard(call).await?;
         Ok(Failures {
@@ -360,7 +383,7 @@ impl StateStore for RedisStore {
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut conn = self.conn();
         let mut invocation = self.scripts.hit_rate_limit.prepare_invoke();
-        invocation.key(self.key("rl", key)) .arg(window_ms);
+        invocation.key(self.key("rl", key)).arg(window_ms);
         let call = invocation.invoke_async::<(u64, i64)>(&mut conn);
         let (hits, left_ms) = self.guard(call).await?;
         if hits > u64::from(limit) {

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod browser;
 pub mod certs;
 pub mod raw;
+pub mod redis;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -109,6 +110,11 @@ impl Wardgate {
         Self::start_in(dir, config_path)
     }
 
+    /// Starts another replica on `config_path`, whose directory another handle owns.
+    pub fn start_replica(config_path: PathBuf) -> Wardgate {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), config_path)
+    }
+
     /// Starts on a config already written into `dir`.
     pub fn start_in(dir: tempfile::TempDir, config_path: PathBuf) -> Wardgate {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wardgate"))
@@ -180,7 +186,8 @@ impl Wardgate {
 
     /// The development CA certificate (PEM) the proxy generated.
     pub fn dev_cert(&self) -> Vec<u8> {
-        std::fs::read(self.dir.path().join("data/dev-cert.pem")).expect("dev cert")
+        let dir = self.config_path.parent().expect("config dir");
+        std::fs::read(dir.join("data/dev-cert.pem")).expect("dev cert")
     }
 
     /// An HTTPS client trusting only the proxy's development certificate.

@@ -131,9 +131,12 @@ impl Watch {
 }
 
 /// Pings Redis (by publishing the heartbeat) every [`HEARTBEAT`] and keeps `watch` current.
+/// While the store is down it also pings every pooled connection, so each one has reconnected
+/// before the store is declared up again (a command never meets a stale connection first).
 pub(super) async fn health_task(
     watch: std::sync::Weak<Watch>,
     mut conn: ::redis::aio::ConnectionManager,
+    pool: Vec<::redis::aio::ConnectionManager>,
     channel: String,
     timeout: Duration,
 ) {
@@ -144,12 +147,30 @@ pub(super) async fn health_task(
         let Some(watch) = watch.upgrade() else { return };
         let mut command = ::redis::cmd("PUBLISH");
         command.arg(&channel).arg(HEARTBEAT_MESSAGE);
-        let publish = command.query_async::<i64>(&mut conn);
-        match tokio::time::timeout(timeout, publish).await {
-            Ok(Ok(_)) => watch.mark_up(),
-            Ok(Err(err)) => watch.mark_down(&err.to_string()),
-            Err(_) => watch.mark_down("ping timed out"),
+        let mut outcome = ping(timeout, command.query_async::<i64>(&mut conn)).await;
+        if outcome.is_ok() && !watch.is_healthy() {
+            for member in &pool {
+                let mut member = member.clone();
+                let command = ::redis::cmd("PING");
+                let probe = command.query_async::<String>(&mut member);
+                outcome = outcome.and(ping(timeout, probe).await);
+            }
         }
+        match outcome {
+            Ok(()) => watch.mark_up(),
+            Err(why) => watch.mark_down(&why),
+        }
+    }
+}
+
+async fn ping<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = ::redis::RedisResult<T>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("ping timed out".into()),
     }
 }
 
