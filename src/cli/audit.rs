@@ -188,11 +188,34 @@ pub(super) fn run(command: AuditCommand) -> Result<(), CliError> {
                 )?),
                 None => None,
             };
-            let files = verify::expand(&paths).map_err(|e| CliError::Runtime(e.to_string()))?;
-            if files.is_empty() {
+            // Each directory is one replica's chain; files named one by one form one chain.
+            let (dirs, files): (Vec<PathBuf>, Vec<PathBuf>) =
+                paths.into_iter().partition(|p| p.is_dir());
+            let mut chains = Vec::new();
+            for dir in dirs {
+                chains.push(verify::expand(&[dir]).map_err(|e| CliError::Runtime(e.to_string()))?);
+            }
+            if !files.is_empty() {
+                chains.push(files);
+            }
+            chains.retain(|chain| !chain.is_empty());
+            if chains.is_empty() {
                 return Err(CliError::Runtime("no audit files found".into()));
             }
-            match verify::verify(&files, key.as_deref()) {
+            let mut total = verify::Report {
+                files: 0,
+                records: 0,
+                checkpoints: 0,
+            };
+            let chain_count = chains.len();
+            let outcome = chains.iter().try_for_each(|chain| {
+                let report = verify::verify(chain, key.as_deref())?;
+                total.files += report.files;
+                total.records += report.records;
+                total.checkpoints += report.checkpoints;
+                Ok::<(), verify::Broken>(())
+            });
+            match outcome.map(|()| total) {
                 Ok(report) => {
                     let signatures = if key.is_some() {
                         format!("{} checkpoint signatures verified", report.checkpoints)
@@ -200,7 +223,7 @@ pub(super) fn run(command: AuditCommand) -> Result<(), CliError> {
                         "checkpoint signatures not checked (pass --config)".to_string()
                     };
                     println!(
-                        "intact: {} records in {} files; {signatures}",
+                        "intact: {} records in {} files ({chain_count} chains); {signatures}",
                         report.records, report.files
                     );
                     Ok(())

@@ -120,6 +120,28 @@ async fn a_session_opened_on_one_replica_works_on_all_and_logout_on_any_ends_it_
         .collect::<String>();
     assert!(audit.contains("\"replica\":\"r1\""), "{audit}");
     assert!(audit.contains("\"event\":\"logout\""), "{audit}");
+
+    // Shipped side by side, each replica's directory verifies as its own chain.
+    let (mut a, mut b, mut c) = (a, b, c);
+    for proxy in [&mut a, &mut b, &mut c] {
+        proxy.signal("TERM");
+        assert_eq!(proxy.exited(Duration::from_secs(10)).await, Some(0));
+    }
+    let root = a.config_path.parent().expect("dir").to_path_buf();
+    let (code, out, err) = crate::support::run_cli(
+        &[
+            "audit",
+            "verify",
+            "--config",
+            paths[0].to_str().expect("path"),
+            "audit-0",
+            "audit-1",
+            "audit-2",
+        ],
+        &root,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("(3 chains)"), "{out}");
 }
 
 #[tokio::test]
