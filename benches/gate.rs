@@ -1,5 +1,7 @@
 //! Criterion: the per-request CPU work of stages 2–5 (normalize, route, authenticate with a
-//! real session token and session record, authorize) on a warm `App`, without network I/O.
+//! real session token and session record, authorize) on a warm `App`, without network I/O —
+//! with the in-memory state store, and (when `redis-server` is installed) with the Redis store
+//! with its 1 s session cache and without it, so the Redis overhead reads as a ratio.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -24,16 +26,13 @@ fn config_text() -> String {
     toml
 }
 
-fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+fn build(runtime: &tokio::runtime::Runtime, state: Arc<dyn StateStore>) -> (App, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = Config::from_str(&config_text(), &dir.path().join("bench.toml"), dir.path())
         .expect("config");
-    let (app, token) = runtime.block_on(async {
-        let state: Arc<dyn StateStore> = MemoryStore::start();
+    // The App keeps paths into `dir`; keep it for the whole run.
+    std::mem::forget(dir);
+    runtime.block_on(async {
         let key =
             wardgate::audit::checkpoint::CheckpointKey::load_or_create(&config.audit.signing_key)
                 .expect("key");
@@ -73,7 +72,110 @@ fn bench(c: &mut Criterion) {
         .await
         .expect("session");
         (app, token)
+    })
+}
+
+fn stages(
+    c: &mut Criterion,
+    name: &str,
+    runtime: &tokio::runtime::Runtime,
+    app: &App,
+    token: &str,
+) {
+    let request = Request::get("/api/patients/1001/records")
+        .header("host", "portal.example.org")
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
+        .expect("request");
+    let conn = wardgate::gate::context::ConnInfo {
+        peer: "127.0.0.1:40000".parse().expect("addr"),
+        client_identity: None,
+    };
+    let now = wardgate::state::unix_now();
+    c.bench_function(name, |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let target = RequestTarget::from_request(black_box(&request)).expect("target");
+                let matched = app
+                    .routes
+                    .lookup(&target.host, &target.path, request.method())
+                    .expect("route");
+                let caller = wardgate::authn::authenticate(
+                    app,
+                    &matched.route,
+                    request.method(),
+                    request.headers(),
+                    None,
+                )
+                .await
+                .expect("caller");
+                wardgate::authz::authorize(&matched, caller, &conn, request.method(), now, None)
+                    .expect("permit")
+            })
+        })
     });
+}
+
+/// A `redis-server` on a free loopback port for the Redis runs (killed on drop).
+struct RedisServer(std::process::Child, u16);
+
+impl RedisServer {
+    fn start() -> Option<RedisServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .ok()?
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(RedisServer(child, port));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn store(&self, session_cache: std::time::Duration) -> Arc<dyn StateStore> {
+        let config = wardgate::config::state::RedisConfig {
+            url: format!("redis://127.0.0.1:{}", self.1),
+            username: None,
+            password_file: None,
+            ca_file: None,
+            key_prefix: "bench:".into(),
+            pool_size: 4,
+            command_timeout: std::time::Duration::from_secs(1),
+            session_cache,
+        };
+        wardgate::state::redis_store::RedisStore::start(&config).expect("redis store")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    // One worker runs the stores' background tasks (sweeper, Redis health and subscription).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (app, token) = build(&runtime, runtime.block_on(async { MemoryStore::start() }));
 
     c.bench_function("normalize/canonical", |b| {
         b.iter(|| normalize(black_box("/api/patients/1001/records")))
@@ -90,38 +192,22 @@ fn bench(c: &mut Criterion) {
             )
         })
     });
-    let request = Request::get("/api/patients/1001/records")
-        .header("host", "portal.example.org")
-        .header("authorization", format!("Bearer {token}"))
-        .body(())
-        .expect("request");
-    let conn = wardgate::gate::context::ConnInfo {
-        peer: "127.0.0.1:40000".parse().expect("addr"),
-        client_identity: None,
+    stages(c, "stages/memory", &runtime, &app, &token);
+
+    let Some(redis) = RedisServer::start() else {
+        eprintln!("redis-server not installed: the Redis runs are skipped");
+        return;
     };
-    let now = wardgate::state::unix_now();
-    c.bench_function("stages/normalize+route+session+authorize", |b| {
-        b.iter(|| {
-            runtime.block_on(async {
-                let target = RequestTarget::from_request(black_box(&request)).expect("target");
-                let matched = app
-                    .routes
-                    .lookup(&target.host, &target.path, request.method())
-                    .expect("route");
-                let caller = wardgate::authn::authenticate(
-                    &app,
-                    &matched.route,
-                    request.method(),
-                    request.headers(),
-                    None,
-                )
-                .await
-                .expect("caller");
-                wardgate::authz::authorize(&matched, caller, &conn, request.method(), now, None)
-                    .expect("permit")
-            })
-        })
-    });
+    for (name, cache) in [
+        ("stages/redis-cached-1s", std::time::Duration::from_secs(1)),
+        ("stages/redis-uncached", std::time::Duration::ZERO),
+    ] {
+        let store = runtime.block_on(async { redis.store(cache) });
+        // Let the health task see Redis and the heartbeat come back through the subscription.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let (app, token) = build(&runtime, store);
+        stages(c, name, &runtime, &app, &token);
+    }
 }
 
 mod group {
