@@ -54,7 +54,7 @@ fn build(runtime: &tokio::runtime::Runtime, state: Arc<dyn StateStore>) -> (App,
                 webhook: None,
             },
         ));
-        let app = App::build(config, state, audit).expect("app");
+        let app = App::build(config, state, audit, Arc::default()).expect("app");
         let user = User {
             name: "alice".into(),
             roles: vec!["clinician".into()],

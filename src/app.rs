@@ -34,6 +34,8 @@ pub struct App {
     pub passwords: PasswordWorker,
     /// Signs `X-Wardgate-Assertion` and publishes the JWKS.
     pub assertions: crate::proxy::assertion::AssertionSigner,
+    /// Long-lived connections under continuous validation; outlives reloads.
+    pub live: Arc<crate::live::LiveConnections>,
     pools: HashMap<String, Arc<UpstreamPool>>,
 }
 
@@ -44,6 +46,7 @@ impl App {
         config: Config,
         state: Arc<dyn StateStore>,
         audit: Arc<crate::audit::Auditor>,
+        live: Arc<crate::live::LiveConnections>,
     ) -> Result<App, String> {
         let auth = &config.auth;
         let users = UserStore::open(&auth.users_file, &auth.key_file, auth.key_env.as_deref())
@@ -67,6 +70,7 @@ impl App {
             session_keys,
             passwords,
             assertions,
+            live,
             pools,
             config: Arc::new(config),
         })

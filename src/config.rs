@@ -232,6 +232,8 @@ pub struct ProxyConfig {
     pub pool_idle_timeout: Duration,
     /// WebSocket tunnel idle deadline.
     pub websocket_idle_timeout: Duration,
+    /// Whether ping/pong frames keep a WebSocket (and its session) active.
+    pub websocket_pings_are_activity: bool,
 }
 
 /// `[response_headers]`, validated; `None` means the header is not added.

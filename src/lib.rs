@@ -22,6 +22,7 @@ pub mod config;
 pub mod demo;
 pub mod gate;
 pub mod keys;
+pub mod live;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

@@ -46,6 +46,11 @@ pub async fn forward(
         return Err(GateError::BodyTooLarge);
     }
     let upgrade = upgrade::is_upgrade(&req);
+    let websocket = upgrade && upgrade::is_websocket(&req);
+    if websocket {
+        // Messages are relayed one by one; compression extensions are not negotiated.
+        req.headers_mut().remove("sec-websocket-extensions");
+    }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, incoming) = req.into_parts();
     headers::prepare_request(
@@ -132,17 +137,31 @@ pub async fn forward(
         pool.restore(chosen);
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::remove_hop_by_hop(response.headers_mut(), switching && upgrade);
-        if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            let idle = app.config.proxy.websocket_idle_timeout;
-            tokio::spawn(upgrade::tunnel(
-                client_upgrade,
-                upstream_upgrade,
-                idle,
-                route.name.clone(),
-            ));
-        }
-        let response = response.map(|incoming| incoming.map_err(Into::into).boxed());
+        let opened = live_opened(permit, ctx, target, &parts.method, websocket);
+        let response = match (switching, client_upgrade) {
+            (true, Some(client_upgrade)) => {
+                response.headers_mut().remove("sec-websocket-extensions");
+                let upstream_upgrade = hyper::upgrade::on(&mut response);
+                let tunnel = upgrade::Tunnel {
+                    route: route.name.clone(),
+                    idle: app.config.proxy.websocket_idle_timeout,
+                    pings_are_activity: app.config.proxy.websocket_pings_are_activity,
+                    websocket,
+                    live: opened.map(|opened| app.live.register(opened)),
+                };
+                tokio::spawn(tunnel.run(client_upgrade, upstream_upgrade));
+                response.map(|_| body::empty())
+            }
+            _ => response.map(|incoming| {
+                let streamed = incoming.map_err(Into::into).boxed();
+                match opened {
+                    Some(opened) => {
+                        crate::live::stream::Revocable::wrap(streamed, &app.live, opened)
+                    }
+                    None => streamed,
+                }
+            }),
+        };
         if !ticket.is_phi() {
             return Ok(response);
         }
@@ -155,6 +174,33 @@ pub async fn forward(
         return Ok(response
             .map(|inner| recorded::RecordedBody::new(inner, auditor, record, started).boxed()));
     }
+}
+
+/// What continuous validation needs to know about a connection opened by a signed-in user.
+fn live_opened(
+    permit: &Permit,
+    ctx: &RequestCtx,
+    target: &RequestTarget,
+    method: &Method,
+    websocket: bool,
+) -> Option<crate::live::Opened> {
+    let crate::authn::Caller::User(principal, _) = permit.caller() else {
+        return None;
+    };
+    Some(crate::live::Opened {
+        session_id: principal.session_id.clone(),
+        user: principal.user.name.clone(),
+        route: permit.route().name.clone(),
+        method: method.clone(),
+        host: target.host.clone(),
+        path: target.path.to_string(),
+        conn: std::sync::Arc::clone(&ctx.conn),
+        kind: if websocket {
+            crate::live::Kind::WebSocket
+        } else {
+            crate::live::Kind::Stream
+        },
+    })
 }
 
 fn caused_by_body_limit(err: &(dyn std::error::Error + 'static)) -> bool {

@@ -127,8 +127,13 @@ pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), Serv
     let tls = tls::server_config(&config)?;
     let state = start_state(&config.state)?;
     let audit = Arc::new(start_audit(&config)?);
-    let app =
-        App::build(config, Arc::clone(&state), Arc::clone(&audit)).map_err(ServeError::App)?;
+    let app = App::build(
+        config,
+        Arc::clone(&state),
+        Arc::clone(&audit),
+        Arc::default(),
+    )
+    .map_err(ServeError::App)?;
     let shared = Arc::new(Shared {
         app: ArcSwap::from_pointee(app),
         tls: ArcSwap::new(tls),
@@ -147,6 +152,9 @@ pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), Serv
             watcher.app.load().users.refresh_if_changed();
         }
     });
+    let checker = Arc::clone(&shared);
+    let live = Arc::clone(&shared.app.load().live);
+    tokio::spawn(crate::live::run(live, move || checker.app.load_full()));
     let admin = bind(admin_addr).await?;
     let redirect = match redirect_addr {
         Some(addr) => Some(bind(addr).await?),
@@ -223,7 +231,12 @@ fn reload(shared: &Shared, path: &std::path::Path) {
         {
             tracing::warn!("audit directory and signing key changes take effect after a restart");
         }
-        let app = App::build(config, Arc::clone(&shared.state), Arc::clone(&shared.audit))?;
+        let app = App::build(
+            config,
+            Arc::clone(&shared.state),
+            Arc::clone(&shared.audit),
+            Arc::clone(&current.live),
+        )?;
         shared.tls.store(tls);
         shared.app.store(Arc::new(app));
         Ok(())

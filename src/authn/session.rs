@@ -98,6 +98,85 @@ pub async fn create(
     Ok((token, lifetime))
 }
 
+/// Why a session record no longer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Older than `max_lifetime`.
+    Lifetime,
+    /// No activity for `idle_timeout`.
+    Idle,
+    /// Opened without the second factor.
+    NoSecondFactor,
+    /// The account is gone from the users file.
+    UserRemoved,
+    /// The account is disabled.
+    UserDisabled,
+    /// Password changed or TOTP reset after the session began.
+    CredentialsChanged,
+}
+
+impl Ended {
+    /// In words, for logs and audit records.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Ended::Lifetime => "session lifetime over",
+            Ended::Idle => "idle timeout",
+            Ended::NoSecondFactor => "second factor missing",
+            Ended::UserRemoved => "user removed",
+            Ended::UserDisabled => "user disabled",
+            Ended::CredentialsChanged => "credentials changed",
+        }
+    }
+}
+
+/// The checks every request and every live connection repeat on a session record.
+/// `last_activity` is the latest traffic seen for the session (at least `last_seen`).
+fn check_record(
+    app: &App,
+    record: &SessionRecord,
+    now: u64,
+    last_activity: u64,
+) -> Result<Arc<User>, Ended> {
+    let auth = &app.config.auth;
+    if now.saturating_sub(record.created) >= auth.max_lifetime.as_secs() {
+        return Err(Ended::Lifetime);
+    }
+    if now.saturating_sub(last_activity.max(record.last_seen)) >= auth.idle_timeout.as_secs() {
+        return Err(Ended::Idle);
+    }
+    if !record.amr.iter().any(|m| m == "otp") {
+        return Err(Ended::NoSecondFactor);
+    }
+    let user = app.users.get(&record.user).ok_or(Ended::UserRemoved)?;
+    if user.disabled {
+        return Err(Ended::UserDisabled);
+    }
+    if record.auth_ms < user.sessions_valid_after_ms {
+        return Err(Ended::CredentialsChanged);
+    }
+    Ok(user)
+}
+
+/// Ends a session whose time is up, on every replica.
+async fn expire(app: &App, record: &SessionRecord, ended: Ended) {
+    if matches!(ended, Ended::Lifetime | Ended::Idle) {
+        let _ = app.state.revoke_session(&record.id).await;
+        if ended == Ended::Idle {
+            super::events::session_expired(app, &record.user, ended.reason());
+        }
+    }
+}
+
+fn principal(app: &App, user: Arc<User>, record: SessionRecord) -> Principal {
+    Principal {
+        user,
+        session_id: record.id,
+        auth_time: record.auth_time,
+        amr: record.amr,
+        expires_at: record.created + app.config.auth.max_lifetime.as_secs(),
+    }
+}
+
 /// Verifies `token` and its session record for this request.
 pub async fn validate(app: &App, token: &str, now: u64) -> Result<Principal, GateError> {
     let refuse = |why: &str| GateError::InvalidSession(why.to_string());
@@ -114,37 +193,45 @@ pub async fn validate(app: &App, token: &str, now: u64) -> Result<Principal, Gat
     if record.user != claims.sub {
         return Err(refuse("session belongs to another user"));
     }
-    let auth = &app.config.auth;
-    if now.saturating_sub(record.created) >= auth.max_lifetime.as_secs() {
-        let _ = app.state.revoke_session(&record.id).await;
-        return Err(refuse("session lifetime over"));
-    }
-    if now.saturating_sub(record.last_seen) >= auth.idle_timeout.as_secs() {
-        let _ = app.state.revoke_session(&record.id).await;
-        super::events::session_expired(app, &record.user, "idle timeout");
-        return Err(refuse("idle timeout"));
-    }
-    if !record.amr.iter().any(|m| m == "otp") {
-        return Err(refuse("second factor missing"));
-    }
-    let user = app
-        .users
-        .get(&record.user)
-        .ok_or_else(|| refuse("user removed"))?;
-    if user.disabled || record.auth_ms < user.sessions_valid_after_ms {
-        return Err(refuse("user disabled or credentials changed"));
-    }
+    let user = match check_record(app, &record, now, record.last_seen) {
+        Ok(user) => user,
+        Err(ended) => {
+            expire(app, &record, ended).await;
+            return Err(refuse(ended.reason()));
+        }
+    };
     if now > record.last_seen {
         app.state
             .touch_session(&record.id, now)
             .await
             .map_err(|e| GateError::StateUnavailable(e.to_string()))?;
     }
-    Ok(Principal {
-        user,
-        session_id: record.id,
-        auth_time: record.auth_time,
-        amr: record.amr,
-        expires_at: record.created + auth.max_lifetime.as_secs(),
-    })
+    Ok(principal(app, user, record))
+}
+
+/// Re-validates session `id` of `user` for a connection that stays open (no token at hand:
+/// the connection proved it when it opened). Traffic on the connection up to `activity` (Unix
+/// seconds) counts as use of the session, on every replica. `Err` is the reason to close.
+pub async fn recheck(app: &App, id: &str, user: &str, activity: u64) -> Result<Principal, String> {
+    let now = crate::state::unix_now();
+    let record = match app.state.get_session(id).await {
+        Err(_) => return Err("state store unavailable".into()),
+        Ok(None) => return Err("session ended".into()),
+        Ok(Some(record)) if record.user != user => return Err("session ended".into()),
+        Ok(Some(record)) => record,
+    };
+    let user = match check_record(app, &record, now, activity) {
+        Ok(user) => user,
+        Err(ended) => {
+            expire(app, &record, ended).await;
+            return Err(ended.reason().into());
+        }
+    };
+    if activity > record.last_seen && activity <= now {
+        app.state
+            .touch_session(&record.id, activity)
+            .await
+            .map_err(|_| "state store unavailable".to_string())?;
+    }
+    Ok(principal(app, user, record))
 }

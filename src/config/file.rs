@@ -159,6 +159,8 @@ pub struct ProxyFile {
     pub pool_idle_timeout: Option<HumanDuration>,
     /// A WebSocket tunnel with no traffic either way is closed after this long.
     pub websocket_idle_timeout: Option<HumanDuration>,
+    /// Whether WebSocket ping/pong frames count as traffic (default true).
+    pub websocket_pings_are_activity: Option<bool>,
 }
 
 /// `[response_headers]`.

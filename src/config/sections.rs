@@ -87,6 +87,7 @@ pub(super) fn proxy(file: &ProxyFile, sink: &mut IssueSink<'_>) -> ProxyConfig {
         response_timeout: d(file.response_timeout, 60),
         pool_idle_timeout: d(file.pool_idle_timeout, 90),
         websocket_idle_timeout: d(file.websocket_idle_timeout, 300),
+        websocket_pings_are_activity: file.websocket_pings_are_activity.unwrap_or(true),
     }
 }
 

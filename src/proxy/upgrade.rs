@@ -1,16 +1,35 @@
-//! WebSocket (HTTP/1.1 `Upgrade`) tunnels: telehealth video signalling.
+//! Upgraded connections (HTTP/1.1 `Upgrade`): WebSocket tunnels for telehealth video
+//! signalling, chat and live vitals.
 //!
-//! After the backend answers 101, both connections are handed over by hyper and bytes are
-//! copied both ways. A tunnel with no traffic in either direction for the idle timeout is
-//! closed; when one side closes its half, the close is passed on and the other direction may
-//! finish, so WebSocket close frames and the TCP close reach both ends cleanly.
+//! A WebSocket is relayed message by message (tungstenite on both sides), not as raw bytes, so
+//! Wardgate always knows where a frame ends and can, at any moment, end the socket properly:
+//! when the session that opened it ends (see `live.rs`), the client gets close code 1008
+//! (policy violation) and the backend a normal close. Idle time counts traffic both ways;
+//! whether pings count is `[proxy] websocket_pings_are_activity`. Extensions
+//! (`permessage-deflate`) are not negotiated: the upgrade request reaches the backend without
+//! `Sec-WebSocket-Extensions`. Other upgrade protocols are copied as bytes and cut off
+//! (no close frame exists for them) when their session ends.
 
 use std::time::Duration;
 
-use hyper::upgrade::OnUpgrade;
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{sleep_until, Instant};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::live::LiveGuard;
+
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
+type Sink = futures_util::stream::SplitSink<Socket, Message>;
+type Source = futures_util::stream::SplitStream<Socket>;
+
+/// How long a closing side may take to answer the close handshake.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Whether a request asks for a protocol upgrade (HTTP/1.1 only).
 pub fn is_upgrade<B>(req: &http::Request<B>) -> bool {
@@ -25,44 +44,243 @@ pub fn is_upgrade<B>(req: &http::Request<B>) -> bool {
             .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Copies bytes between the upgraded client and upstream connections until both are done or
-/// the tunnel is idle for `idle`.
-pub async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, idle: Duration, route: String) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
-        Err(err) => {
-            tracing::warn!(%route, error = %err, "upgrade handover failed");
-            return;
+/// Whether the upgrade is to WebSocket.
+pub fn is_websocket<B>(req: &http::Request<B>) -> bool {
+    req.headers()
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// Settings of one tunnel.
+#[derive(Debug)]
+pub struct Tunnel {
+    /// Route name, for logs and metrics.
+    pub route: String,
+    /// Closed after this long without traffic either way.
+    pub idle: Duration,
+    /// Whether ping/pong frames count as traffic.
+    pub pings_are_activity: bool,
+    /// Relay WebSocket messages (else raw bytes).
+    pub websocket: bool,
+    /// Registration against the session (absent on public routes).
+    pub live: Option<LiveGuard>,
+}
+
+/// Why a tunnel ended.
+enum End {
+    Closed,
+    Idle,
+    Revoked(String),
+    Failed(&'static str),
+}
+
+impl Tunnel {
+    /// Relays between the upgraded client and upstream connections until one side closes,
+    /// the tunnel idles out, or its session ends.
+    pub async fn run(mut self, client: OnUpgrade, upstream: OnUpgrade) {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::warn!(route = %self.route, error = %err, "upgrade handover failed");
+                return;
+            }
+        };
+        metrics::gauge!("wardgate_open_tunnels", "route" => self.route.clone()).increment(1.0);
+        let end = if self.websocket {
+            self.websockets(client, upstream).await
+        } else {
+            self.bytes(client, upstream).await
+        };
+        metrics::gauge!("wardgate_open_tunnels", "route" => self.route.clone()).decrement(1.0);
+        drop(end);
+    }
+
+    /// Logs why the tunnel ends (before the close handshake, which may take a moment).
+    fn log(&self, end: &End) {
+        let reason = match end {
+            End::Closed => "closed",
+            End::Idle => "idle timeout",
+            End::Revoked(reason) => reason.as_str(),
+            End::Failed(why) => why,
+        };
+        tracing::info!(route = %self.route, reason, "tunnel closed");
+    }
+
+    /// Resolves when the session behind the tunnel ends (never for public routes).
+    async fn revoked(live: &mut Option<LiveGuard>) -> String {
+        let Some(guard) = live else {
+            return std::future::pending().await;
+        };
+        loop {
+            if let Some(reason) = guard.closed.borrow_and_update().clone() {
+                return reason;
+            }
+            if guard.closed.changed().await.is_err() {
+                return std::future::pending().await;
+            }
         }
-    };
-    let (mut client_read, mut client_write) = tokio::io::split(TokioIo::new(client));
-    let (mut upstream_read, mut upstream_write) = tokio::io::split(TokioIo::new(upstream));
-    let mut client_buf = vec![0u8; 16 * 1024];
-    let mut upstream_buf = vec![0u8; 16 * 1024];
-    let (mut client_open, mut upstream_open) = (true, true);
-    let mut deadline = Instant::now() + idle;
-    metrics::gauge!("wardgate_open_tunnels", "route" => route.clone()).increment(1.0);
-    let reason = loop {
-        if !client_open && !upstream_open {
-            break "closed";
+    }
+
+    fn active(&self) {
+        if let Some(guard) = &self.live {
+            guard.active();
         }
-        tokio::select! {
-            read = client_read.read(&mut client_buf), if client_open => match read {
-                Ok(0) | Err(_) => { client_open = false; let _ = upstream_write.shutdown().await; }
-                Ok(n) => if relay(&mut upstream_write, &client_buf[..n]).await.is_err() { break "upstream write failed" },
-            },
-            read = upstream_read.read(&mut upstream_buf), if upstream_open => match read {
-                Ok(0) | Err(_) => { upstream_open = false; let _ = client_write.shutdown().await; }
-                Ok(n) => if relay(&mut client_write, &upstream_buf[..n]).await.is_err() { break "client write failed" },
-            },
-            () = sleep_until(deadline) => break "idle timeout",
-        }
-        deadline = Instant::now() + idle;
-    };
-    let _ = client_write.shutdown().await;
-    let _ = upstream_write.shutdown().await;
-    metrics::gauge!("wardgate_open_tunnels", "route" => route.clone()).decrement(1.0);
-    tracing::info!(%route, reason, "tunnel closed");
+    }
+
+    async fn websockets(&mut self, client: Upgraded, upstream: Upgraded) -> End {
+        let config = Some(WebSocketConfig::default());
+        let client =
+            WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, config).await;
+        let upstream =
+            WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, config).await;
+        let (mut client_tx, mut client_rx) = client.split();
+        let (mut upstream_tx, mut upstream_rx) = upstream.split();
+        let end = self
+            .relay_messages(
+                &mut client_tx,
+                &mut client_rx,
+                &mut upstream_tx,
+                &mut upstream_rx,
+            )
+            .await;
+        // End TLS with close_notify toward the client (and TCP toward the backend).
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            if let Ok(mut client) = client_tx.reunite(client_rx) {
+                let _ = client.get_mut().shutdown().await;
+            }
+            if let Ok(mut upstream) = upstream_tx.reunite(upstream_rx) {
+                let _ = upstream.get_mut().shutdown().await;
+            }
+        })
+        .await;
+        end
+    }
+
+    async fn relay_messages(
+        &mut self,
+        client_tx: &mut Sink,
+        client_rx: &mut Source,
+        upstream_tx: &mut Sink,
+        upstream_rx: &mut Source,
+    ) -> End {
+        let mut deadline = Instant::now() + self.idle;
+        let end = loop {
+            let (message, from_client) = tokio::select! {
+                message = client_rx.next() => (message, true),
+                message = upstream_rx.next() => (message, false),
+                reason = Self::revoked(&mut self.live) => break End::Revoked(reason),
+                () = sleep_until(deadline) => break End::Idle,
+            };
+            let message = match message {
+                Some(Ok(message)) => message,
+                None | Some(Err(_)) => break End::Failed("connection lost"),
+            };
+            if matches!(message, Message::Close(_)) {
+                // Pass the close on and let the other side answer it; then both are done.
+                let end = End::Closed;
+                self.log(&end);
+                let (origin_tx, tx, rx) = if from_client {
+                    (&mut *client_tx, &mut *upstream_tx, &mut *upstream_rx)
+                } else {
+                    (&mut *upstream_tx, &mut *client_tx, &mut *client_rx)
+                };
+                let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                    // Completes the handshake with the side that closed (tungstenite queued
+                    // the answer when the close arrived).
+                    let _ = origin_tx.close().await;
+                    let _ = tx.send(message).await;
+                    while let Some(Ok(reply)) = rx.next().await {
+                        if reply.is_close() {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                break end;
+            }
+            let counts = message.is_text()
+                || message.is_binary()
+                || (self.pings_are_activity && (message.is_ping() || message.is_pong()));
+            if counts {
+                deadline = Instant::now() + self.idle;
+                self.active();
+            }
+            let sent = if from_client {
+                upstream_tx.send(message).await
+            } else {
+                client_tx.send(message).await
+            };
+            if sent.is_err() {
+                break End::Failed("write failed");
+            }
+        };
+        let (client_code, client_reason, upstream_code) = match &end {
+            End::Revoked(_) => (CloseCode::Policy, "session ended", CloseCode::Normal),
+            End::Idle => (CloseCode::Away, "idle timeout", CloseCode::Away),
+            End::Closed => return end,
+            End::Failed(_) => {
+                self.log(&end);
+                return end;
+            }
+        };
+        self.log(&end);
+        let goodbye = |code, reason: &'static str| {
+            Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            }))
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            let _ = client_tx.send(goodbye(client_code, client_reason)).await;
+            let _ = upstream_tx
+                .send(goodbye(upstream_code, "client session ended"))
+                .await;
+            // Read both sides until their close answers arrive (tungstenite completes them).
+            let _ = tokio::join!(drain(client_rx), drain(upstream_rx));
+        })
+        .await;
+        end
+    }
+
+    async fn bytes(&mut self, client: Upgraded, upstream: Upgraded) -> End {
+        let (mut client_read, mut client_write) = tokio::io::split(TokioIo::new(client));
+        let (mut upstream_read, mut upstream_write) = tokio::io::split(TokioIo::new(upstream));
+        let mut client_buf = vec![0u8; 16 * 1024];
+        let mut upstream_buf = vec![0u8; 16 * 1024];
+        let (mut client_open, mut upstream_open) = (true, true);
+        let mut deadline = Instant::now() + self.idle;
+        let end = loop {
+            if !client_open && !upstream_open {
+                break End::Closed;
+            }
+            tokio::select! {
+                read = client_read.read(&mut client_buf), if client_open => match read {
+                    Ok(0) | Err(_) => { client_open = false; let _ = upstream_write.shutdown().await; }
+                    Ok(n) => if relay(&mut upstream_write, &client_buf[..n]).await.is_err() { break End::Failed("upstream write failed") },
+                },
+                read = upstream_read.read(&mut upstream_buf), if upstream_open => match read {
+                    Ok(0) | Err(_) => { upstream_open = false; let _ = client_write.shutdown().await; }
+                    Ok(n) => if relay(&mut client_write, &upstream_buf[..n]).await.is_err() { break End::Failed("client write failed") },
+                },
+                reason = Self::revoked(&mut self.live) => break End::Revoked(reason),
+                () = sleep_until(deadline) => break End::Idle,
+            }
+            deadline = Instant::now() + self.idle;
+            self.active();
+        };
+        self.log(&end);
+        let _ = client_write.shutdown().await;
+        let _ = upstream_write.shutdown().await;
+        end
+    }
+}
+
+async fn drain<S>(stream: &mut S)
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    while let Some(Ok(_)) = stream.next().await {}
 }
 
 /// Writes and flushes, so a frame is not left in a TLS buffer while the tunnel waits.

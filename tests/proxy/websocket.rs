@@ -46,7 +46,8 @@ async fn websocket_echo_and_clean_close() {
     // The close handshake completes: the stream ends without an error.
     let rest = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(message) = socket.next().await {
-            if message.is_err() {
+            if let Err(err) = message {
+                eprintln!("client saw: {err:?}");
                 return false;
             }
         }

@@ -1,0 +1,219 @@
+//! Continuous validation: connections that outlive their request stay tied to their session.
+//!
+//! A WebSocket (video signalling, chat, live vitals) or a long response stream is authorized
+//! once, when it opens, and may then stay open for an hour. Zero trust means that is not
+//! enough: every such connection is registered here against the session that opened it, and a
+//! checker re-validates each registered session and route four times a second, against the
+//! *current* state and configuration. When the session ended for any reason (logout on any
+//! replica, admin revocation, user disabled, password or TOTP change, idle timeout, absolute
+//! lifetime) or the current policy no longer grants the route, the connection is told to
+//! close (WebSocket close 1008, stream reset) and one `session_closed` audit record names the
+//! session, the route and the reason.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::gate::context::ConnInfo;
+
+mod recheck;
+pub mod stream;
+
+/// How often registered sessions are re-validated (closures land within this plus one
+/// state-store round trip, well under the 1 s promise).
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// What kind of long-lived connection an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An upgraded WebSocket tunnel.
+    WebSocket,
+    /// A response body still streaming after its first second.
+    Stream,
+}
+
+/// What is needed to re-run authentication and authorization for a connection.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// Session that opened the connection.
+    pub session_id: String,
+    /// Its user.
+    pub user: String,
+    /// Route name at opening time.
+    pub route: String,
+    /// Request method, host and canonical path (to match the route again after a reload).
+    pub method: http::Method,
+    /// Host.
+    pub host: String,
+    /// Canonical path.
+    pub path: String,
+    /// The client connection (source network rules, client certificate).
+    pub conn: Arc<ConnInfo>,
+    /// WebSocket or stream.
+    pub kind: Kind,
+}
+
+#[derive(Debug)]
+struct Entry {
+    opened: Opened,
+    /// Unix seconds of the last traffic that counts as activity.
+    activity: Arc<AtomicU64>,
+    closing: AtomicBool,
+    close: watch::Sender<Option<String>>,
+}
+
+/// Every long-lived connection of this replica; outlives config reloads.
+#[derive(Debug, Default)]
+pub struct LiveConnections {
+    next_id: AtomicU64,
+    entries: DashMap<u64, Entry>,
+}
+
+/// Held by the connection; dropping it unregisters the connection.
+#[derive(Debug)]
+pub struct LiveGuard {
+    id: u64,
+    registry: Arc<LiveConnections>,
+    /// Becomes `Some(reason)` when the connection must close.
+    pub closed: watch::Receiver<Option<String>>,
+    activity: Arc<AtomicU64>,
+}
+
+impl LiveGuard {
+    /// Records traffic that counts toward the session's idle timeout.
+    pub fn active(&self) {
+        self.activity
+            .store(crate::state::unix_now(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if let Some((_, entry)) = self.registry.entries.remove(&self.id) {
+            metrics::gauge!("wardgate_open_sockets", "route" => entry.opened.route).decrement(1.0);
+        }
+    }
+}
+
+impl LiveConnections {
+    /// Registers a connection opened under a verified session.
+    pub fn register(self: &Arc<Self>, opened: Opened) -> LiveGuard {
+        self.register_with(opened, Arc::new(AtomicU64::new(crate::state::unix_now())))
+    }
+
+    /// Registers a connection whose traffic is recorded into `activity` by its owner.
+    pub fn register_with(self: &Arc<Self>, opened: Opened, activity: Arc<AtomicU64>) -> LiveGuard {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (close, closed) = watch::channel(None);
+        metrics::gauge!("wardgate_open_sockets", "route" => opened.route.clone()).increment(1.0);
+        self.entries.insert(
+            id,
+            Entry {
+                opened,
+                activity: Arc::clone(&activity),
+                closing: AtomicBool::new(false),
+                close,
+            },
+        );
+        LiveGuard {
+            id,
+            registry: Arc::clone(self),
+            closed,
+            activity,
+        }
+    }
+
+    /// Open connections per session id (for the session inventory).
+    pub fn count_by_session(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for entry in &self.entries {
+            *counts.entry(entry.opened.session_id.clone()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Re-validates every registered connection once and closes those no longer allowed.
+    pub async fn check(&self, app: &App) {
+        let mut by_session: HashMap<String, Vec<u64>> = HashMap::new();
+        for entry in &self.entries {
+            if !entry.closing.load(Ordering::Relaxed) {
+                by_session
+                    .entry(entry.opened.session_id.clone())
+                    .or_default()
+                    .push(*entry.key());
+            }
+        }
+        for (session_id, ids) in by_session {
+            let activity = ids
+                .iter()
+                .filter_map(|id| self.entries.get(id))
+                .map(|e| e.activity.load(Ordering::Relaxed))
+                .max()
+                .unwrap_or(0);
+            let Some(user) = ids
+                .first()
+                .and_then(|id| self.entries.get(id))
+                .map(|e| e.opened.user.clone())
+            else {
+                continue;
+            };
+            let verdict = recheck::session(app, &session_id, &user, activity).await;
+            for id in ids {
+                let Some(entry) = self.entries.get(&id) else {
+                    continue;
+                };
+                let reason = match &verdict {
+                    Err(reason) => Some(reason.clone()),
+                    Ok(principal) => recheck::route(app, principal, &entry.opened).await.err(),
+                };
+                if let Some(reason) = reason {
+                    close(app, &entry, reason);
+                }
+            }
+        }
+    }
+}
+
+/// Tells one connection to close and writes its `session_closed` record (once).
+fn close(app: &App, entry: &Entry, reason: String) {
+    if entry.closing.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let opened = &entry.opened;
+    let mut record = crate::audit::AuditRecord::new("session_closed");
+    record.user = Some(opened.user.clone());
+    record.session = Some(crate::audit::record::session_hash(&opened.session_id));
+    record.route = Some(opened.route.clone());
+    record.method = Some(opened.method.to_string());
+    record.host = Some(opened.host.clone());
+    record.path = Some(opened.path.clone());
+    record.src_ip = Some(opened.conn.peer.ip().to_string());
+    record.reason = Some(reason.clone());
+    app.audit.submit_or_wait(record);
+    let kind = match opened.kind {
+        Kind::WebSocket => "websocket",
+        Kind::Stream => "stream",
+    };
+    metrics::counter!("wardgate_session_closures_total", "reason" => recheck::reason_label(&reason))
+        .increment(1);
+    tracing::info!(target: "wardgate::security", event = "session_closed", user = %opened.user, route = %opened.route, kind, %reason, "closing connection: its session no longer holds");
+    let _ = entry.close.send(Some(reason));
+}
+
+/// Runs the checker until the process ends; `current` yields the App in force.
+pub async fn run(live: Arc<LiveConnections>, current: impl Fn() -> Arc<App>) {
+    let mut ticker = tokio::time::interval(CHECK_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if live.entries.is_empty() {
+            continue;
+        }
+        live.check(&current()).await;
+    }
+}
