@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::{self, Body};
+
+pub mod sessions;
 use crate::server::Shared;
 
 /// Serves the admin endpoints until shutdown.
@@ -37,8 +39,16 @@ pub async fn run(
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let response = answer(&req, &shared, &metrics);
-                async move { Ok::<_, std::convert::Infallible>(response) }
+                let shared = Arc::clone(&shared);
+                let metrics = metrics.clone();
+                async move {
+                    let response = if sessions::handles(req.uri().path()) {
+                        sessions::answer(req, &shared.app.load_full()).await
+                    } else {
+                        answer(&req, &shared, &metrics)
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -34,6 +34,8 @@ pub struct App {
     pub passwords: PasswordWorker,
     /// Signs `X-Wardgate-Assertion` and publishes the JWKS.
     pub assertions: crate::proxy::assertion::AssertionSigner,
+    /// Token of the admin session API (`[admin] token_file`), if configured.
+    pub admin_token: Option<String>,
     /// Long-lived connections under continuous validation; outlives reloads.
     pub live: Arc<crate::live::LiveConnections>,
     pools: HashMap<String, Arc<UpstreamPool>>,
@@ -56,6 +58,10 @@ impl App {
         let assertions = crate::proxy::assertion::AssertionSigner::load_or_create(
             &config.data_dir.join("assertion-signing.key"),
         )?;
+        let admin_token = match &config.admin_token_file {
+            None => None,
+            Some(path) => Some(read_token(path)?),
+        };
         let mut pools = HashMap::new();
         for (name, upstream) in &config.upstreams {
             let pool = Arc::new(UpstreamPool::new(name, upstream, &config.proxy)?);
@@ -70,6 +76,7 @@ impl App {
             session_keys,
             passwords,
             assertions,
+            admin_token,
             live,
             pools,
             config: Arc::new(config),
@@ -80,4 +87,18 @@ impl App {
     pub fn pool(&self, name: &str) -> Option<&Arc<UpstreamPool>> {
         self.pools.get(name)
     }
+}
+
+/// Reads the admin token: the file's first line, at least 16 characters.
+fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("admin.token_file {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or_default().trim().to_string();
+    if token.len() < 16 {
+        return Err(format!(
+            "admin.token_file {}: the token must be at least 16 characters",
+            path.display()
+        ));
+    }
+    Ok(token)
 }

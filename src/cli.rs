@@ -10,6 +10,7 @@ use crate::config::ConfigError;
 mod audit;
 mod policy;
 mod serve;
+mod session;
 mod user;
 
 /// Wardgate: zero-trust authenticating reverse proxy for telehealth.
@@ -59,6 +60,14 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: audit::AuditCommand,
+    },
+    /// Sessions of the running proxy: list them, revoke a user's or one (via the admin API).
+    Session {
+        /// Config file (for the admin address and token).
+        #[arg(long, default_value = "config/wardgate.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: session::SessionCommand,
     },
     /// Configuration tools.
     Config {
@@ -116,6 +125,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::User { config, command } => user::run(&config, command),
         Command::Audit { command } => audit::run(command),
         Command::Policy { command } => policy::run(command),
+        Command::Session { config, command } => session::run(&config, command),
         Command::Keys {
             config,
             command: KeysCommand::Rotate,

@@ -149,7 +149,8 @@ pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), Serv
         let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             ticker.tick().await;
-            watcher.app.load().users.refresh_if_changed();
+            let app = watcher.app.load_full();
+            revoke_sessions_of(&app, app.users.refresh_if_changed()).await;
         }
     });
     let checker = Arc::clone(&shared);
@@ -214,6 +215,21 @@ pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), Serv
     Ok(())
 }
 
+/// Ends, on every replica, the sessions of users a users-file change disabled, removed or
+/// re-credentialed (requests already refuse them; this also clears them from the store).
+async fn revoke_sessions_of(app: &App, users: Vec<String>) {
+    for user in users {
+        match app.state.revoke_user(&user).await {
+            Ok(count) => {
+                tracing::info!(target: "wardgate::security", user, count, "sessions revoked after an account change")
+            }
+            Err(err) => {
+                tracing::error!(user, error = %err, "cannot revoke sessions after an account change")
+            }
+        }
+    }
+}
+
 /// Validates the file aside, then swaps it in; on any error the running config stays.
 fn reload(shared: &Shared, path: &std::path::Path) {
     let attempt = || -> Result<(), String> {
@@ -237,8 +253,12 @@ fn reload(shared: &Shared, path: &std::path::Path) {
             Arc::clone(&shared.audit),
             Arc::clone(&current.live),
         )?;
+        let ended =
+            crate::authn::session::ended_by_account_changes(&current.users.all(), &app.users);
         shared.tls.store(tls);
-        shared.app.store(Arc::new(app));
+        let app = Arc::new(app);
+        shared.app.store(Arc::clone(&app));
+        tokio::spawn(async move { revoke_sessions_of(&app, ended).await });
         Ok(())
     };
     let mut record = crate::audit::AuditRecord::new("config_reload");

@@ -15,6 +15,8 @@ mod authz;
 mod browser;
 #[path = "proxy/config_errors.rs"]
 mod config_errors;
+#[path = "proxy/continuous.rs"]
+mod continuous;
 #[path = "proxy/default_deny.rs"]
 mod default_deny;
 #[path = "proxy/forwarding.rs"]

@@ -235,3 +235,23 @@ pub async fn recheck(app: &App, id: &str, user: &str, activity: u64) -> Result<P
     }
     Ok(principal(app, user, record))
 }
+
+/// Users in `before` whose sessions must end in `after`: removed, disabled, or whose password
+/// or TOTP secret changed (`sessions_valid_after_ms` moved forward). Their sessions are then
+/// revoked in the state store, so the change holds on every replica and in the inventory.
+pub fn ended_by_account_changes(
+    before: &[Arc<User>],
+    after: &super::users::UserStore,
+) -> Vec<String> {
+    before
+        .iter()
+        .filter(|old| match after.get(&old.name) {
+            None => true,
+            Some(new) => {
+                (new.disabled && !old.disabled)
+                    || new.sessions_valid_after_ms > old.sessions_valid_after_ms
+            }
+        })
+        .map(|old| old.name.clone())
+        .collect()
+}

@@ -141,7 +141,9 @@ impl UserStore {
 
     /// Re-reads the file if it changed on disk (e.g. by `wardgate user ...`). A file that no
     /// longer parses is refused and the users already loaded stay in force.
-    pub fn refresh_if_changed(&self) {
+    /// Returns the users whose sessions the change ended (see
+    /// [`super::session::ended_by_account_changes`]).
+    pub fn refresh_if_changed(&self) -> Vec<String> {
         let modified = self.modified();
         let changed = self
             .seen_modified
@@ -149,16 +151,22 @@ impl UserStore {
             .map(|seen| *seen != modified)
             .unwrap_or(false);
         if !changed {
-            return;
+            return Vec::new();
         }
-        match self.read() {
+        let before = self.all();
+        let ended = match self.read() {
             Ok(users) => {
                 self.users.store(Arc::new(users));
                 tracing::info!(file = %self.path.display(), "users file reloaded");
+                super::session::ended_by_account_changes(&before, self)
             }
-            Err(err) => tracing::error!("users file refused, previous users kept: {err}"),
-        }
+            Err(err) => {
+                tracing::error!("users file refused, previous users kept: {err}");
+                Vec::new()
+            }
+        };
         self.remember(modified);
+        ended
     }
 
     fn read(&self) -> Result<BTreeMap<String, Arc<User>>, UserError> {

@@ -141,7 +141,10 @@ fn redis(
             .as_ref()
             .map(|v| super::validate::existing_file(v, field, sink, resolve))
     };
-    let password_file = existing(&file.password_file, "state.password_file", sink);
+    let password_file = file
+        .password_file
+        .as_ref()
+        .map(|f| super::validate::secret_file(f, "state.password_file", sink, resolve));
     let ca_file = existing(&file.ca_file, "state.ca_file", sink);
     if ca_file.is_some() && !url.starts_with("rediss://") {
         if let Some(ca) = &file.ca_file {

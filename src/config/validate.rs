@@ -40,7 +40,7 @@ pub(super) fn validate(
         .admin
         .token_file
         .as_ref()
-        .map(|f| existing_file(f, "admin.token_file", &mut sink, &resolve));
+        .map(|f| secret_file(f, "admin.token_file", &mut sink, &resolve));
     let state = super::state::state(&file.state, &mut sink, &resolve);
     let log = super::sections::log(&file, &mut sink);
     let limits = super::sections::limits(&file);
@@ -122,6 +122,33 @@ pub(super) fn existing_file(
             field,
             format!("file `{}` does not exist", path.display()),
         );
+    }
+    path
+}
+
+/// Like [`existing_file`] for a file holding a secret: it must not be readable by group or
+/// others, so a copied config directory or a loose umask cannot leak it.
+pub(super) fn secret_file(
+    value: &Spanned<String>,
+    field: &str,
+    sink: &mut IssueSink<'_>,
+    resolve: &impl Fn(&str) -> PathBuf,
+) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = existing_file(value, field, sink, resolve);
+    if let Ok(meta) = std::fs::metadata(&path) {
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            sink.span(
+                value.span(),
+                field,
+                format!(
+                    "`{}` holds a secret but is readable by group or others (mode {:o}): chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                ),
+            );
+        }
     }
     path
 }

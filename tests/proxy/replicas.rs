@@ -414,3 +414,43 @@ fn state_settings_are_checked_with_file_line_and_field() {
     assert!(text.contains(":4: state.pool_size"), "{text}");
     assert!(!text.contains("hunter2"), "the password was echoed: {text}");
 }
+
+#[tokio::test]
+async fn a_logout_on_one_replica_closes_the_websocket_held_on_another() {
+    use crate::continuous::{closed, echo, open_ws};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let backend = Backend::start().await;
+    let (dir, paths) = replica_configs(&backend, &redis, 2, "ip_limit = 1000");
+    let gail = add_user(&paths[0], "gail", &[], true);
+    let a = Wardgate::start_in(dir, paths[0].clone());
+    let b = Wardgate::start_replica(paths[1].clone());
+    for proxy in [&a, &b] {
+        wait_until("replica ready", Duration::from_secs(10), async || {
+            readyz(proxy).await == 200
+        })
+        .await;
+    }
+    let token = token(&a, &gail, &code(&gail)).await;
+    let mut socket = open_ws(&b, "/private/ws", &token).await;
+    echo(&mut socket, "signalling: offer").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    echo(&mut socket, "signalling: candidate").await;
+
+    let logout = a
+        .client()
+        .post(a.url("/.wardgate/api/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(logout.status(), 204);
+    let (code, took) = closed(&mut socket, Duration::from_secs(2)).await;
+    assert_eq!(code, CloseCode::Policy);
+    assert!(
+        took <= Duration::from_secs(1),
+        "closed after {took:?} on the other replica"
+    );
+}

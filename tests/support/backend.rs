@@ -38,6 +38,19 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// How the backend's WebSockets ended: `WS-CLOSE <code>` or `WS-DROP`.
+    pub fn websocket_endings(&self) -> Vec<String> {
+        self.seen()
+            .into_iter()
+            .filter(|s| s.method.starts_with("WS-"))
+            .map(|s| {
+                format!("{} {}", s.method, s.path_and_query)
+                    .trim()
+                    .to_string()
+            })
+            .collect()
+    }
+
     /// A plain-HTTP backend.
     pub async fn start() -> Backend {
         Self::start_with(None).await
@@ -140,9 +153,9 @@ async fn answer(
         body_len: 0,
     };
     let path = req.uri().path().to_string();
-    if path == "/ws" {
+    if path == "/ws" || path.ends_with("/ws") {
         seen.lock().expect("seen").push(record);
-        return Ok(websocket(&mut req));
+        return Ok(websocket(&mut req, seen));
     }
     let ms = query_number(&req, "ms");
     let bytes = query_number(&req, "bytes");
@@ -163,6 +176,23 @@ async fn answer(
     seen.lock().expect("seen").push(record);
     if path.ends_with("/slow") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if path.ends_with("/ticks") {
+        // A long-lived stream: one line every 100 ms for up to a minute.
+        let ticks = futures_util::stream::unfold(0u32, |n| async move {
+            if n >= 600 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Some((
+                Ok::<_, Infallible>(Frame::data(Bytes::from(format!("tick {n}\n")))),
+                n + 1,
+            ))
+        });
+        return Ok(Response::builder()
+            .header("content-type", "text/plain")
+            .body(BodyExt::boxed(StreamBody::new(ticks)))
+            .expect("response"));
     }
     if path.ends_with("/stream") {
         let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
@@ -191,7 +221,9 @@ async fn answer(
         .expect("response"))
 }
 
-fn websocket(req: &mut Request<Incoming>) -> Response<Body> {
+/// WebSocket echo. How each socket ended is recorded as a `Seen` with method `WS-CLOSE` (and
+/// the close code as its path) or `WS-DROP` (no close frame).
+fn websocket(req: &mut Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<Body> {
     let key = req
         .headers()
         .get("sec-websocket-key")
@@ -206,12 +238,23 @@ fn websocket(req: &mut Request<Incoming>) -> Response<Body> {
             None,
         )
         .await;
+        let mut ending = ("WS-DROP".to_string(), String::new());
         while let Some(Ok(message)) = socket.next().await {
             // A Close is answered by tungstenite itself on the next poll, which then ends the stream.
+            if let tokio_tungstenite::tungstenite::Message::Close(frame) = &message {
+                let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
+                ending = ("WS-CLOSE".to_string(), code.to_string());
+            }
             if (message.is_text() || message.is_binary()) && socket.send(message).await.is_err() {
                 break;
             }
         }
+        seen.lock().expect("seen").push(Seen {
+            method: ending.0,
+            path_and_query: ending.1,
+            headers: HeaderMap::new(),
+            body_len: 0,
+        });
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
