@@ -18,6 +18,9 @@ use crate::app::App;
 use crate::gate::error::GateError;
 use crate::state::SessionRecord;
 
+/// How long the state store keeps a session record past its lifetime.
+const STORE_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A caller whose session verified on this request.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -76,8 +79,10 @@ pub async fn create(
         amr: amr.clone(),
         source_ip,
     };
+    // The store keeps the record a minute past the lifetime, so the lifetime check (not the
+    // store's expiry) ends it and live connections learn the precise reason.
     app.state
-        .put_session(&record, app.config.auth.max_lifetime)
+        .put_session(&record, app.config.auth.max_lifetime + STORE_GRACE)
         .await
         .map_err(|e| GateError::StateUnavailable(e.to_string()))?;
     let claims = SessionClaims {
@@ -138,7 +143,9 @@ fn check_record(
     last_activity: u64,
 ) -> Result<Arc<User>, Ended> {
     let auth = &app.config.auth;
-    if now.saturating_sub(record.created) >= auth.max_lifetime.as_secs() {
+    // Milliseconds, so a short lifetime ends on time rather than up to a second early.
+    let age_ms = crate::state::unix_now_ms().saturating_sub(record.auth_ms);
+    if u128::from(age_ms) >= auth.max_lifetime.as_millis() {
         return Err(Ended::Lifetime);
     }
     if now.saturating_sub(last_activity.max(record.last_seen)) >= auth.idle_timeout.as_secs() {

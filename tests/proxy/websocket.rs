@@ -66,8 +66,21 @@ async fn websocket_echo_and_clean_close() {
             .join("\n")
     );
     // The upgrade request reached the backend with the handshake headers, without client identity headers.
-    let seen = backend.last();
+    let seen = backend
+        .seen()
+        .into_iter()
+        .find(|s| s.path_and_query == "/ws")
+        .expect("upgrade request");
     assert_eq!(seen.headers["upgrade"], "websocket");
+    // The socket ended with the client's close, passed on to the backend.
+    assert!(
+        backend
+            .websocket_endings()
+            .iter()
+            .any(|e| e == "WS-CLOSE 1005"),
+        "{:?}",
+        backend.websocket_endings()
+    );
 }
 
 #[tokio::test]
