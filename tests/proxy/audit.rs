@@ -452,7 +452,13 @@ async fn strict_mode_loses_no_acknowledged_access_on_kill_9() {
     );
     let audit_dir = home.join("data/audit");
     let (status, out, err) = verify(&[audit_dir.to_str().expect("dir")], &home);
-    assert_eq!(status, 0, "{out}{err}");
+    // SIGKILL can cut a write short (Linux stops a write when a fatal signal is pending), so
+    // the only damage allowed is a torn last line holding records nobody was told were kept;
+    // the restarted writer cuts it off and the chain verifies again (checked below).
+    assert!(
+        status == 0 || err.contains("last line is incomplete"),
+        "{out}{err}"
+    );
     // A restart continues the same chain after the crash.
     let kept = proxy.take_dir();
     drop(proxy);
