@@ -28,6 +28,10 @@ enum Command {
         /// Config file.
         #[arg(long, default_value = "config/wardgate.toml")]
         config: PathBuf,
+        /// Run as root on a non-loopback address anyway (not recommended: use a dedicated
+        /// user with CAP_NET_BIND_SERVICE).
+        #[arg(long)]
+        allow_root: bool,
     },
     /// Run the proxy on the default config in front of the built-in demo telehealth backend.
     Demo {
@@ -101,6 +105,9 @@ pub enum CliError {
     /// Something failed at run time (exit 1).
     #[error("{0}")]
     Runtime(String),
+    /// A refused invocation (exit 2), such as root on a public port.
+    #[error("{0}")]
+    Usage(String),
     /// The answer was already printed; exit with this code.
     #[error("")]
     Quiet(u8),
@@ -112,6 +119,7 @@ impl CliError {
         match self {
             CliError::Config(_) => 2,
             CliError::Runtime(_) => 1,
+            CliError::Usage(_) => 2,
             CliError::Quiet(code) => *code,
         }
     }
@@ -120,7 +128,7 @@ impl CliError {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Serve { config } => serve::serve(&config),
+        Command::Serve { config, allow_root } => serve::serve(&config, allow_root),
         Command::Demo { config } => serve::demo(config),
         Command::User { config, command } => user::run(&config, command),
         Command::Audit { command } => audit::run(command),

@@ -12,6 +12,20 @@ use ring::signature::Ed25519KeyPair;
 
 use crate::authn::users::write_atomic;
 
+/// Reads a file holding a secret, refusing one that group or others may read: a key copied
+/// with a loose umask (or a world-readable backup) must stop the proxy, not be used.
+pub fn read_secret(path: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(std::io::Error::other(format!(
+            "holds a secret but is readable by group or others (mode {:o}): chmod 600 it",
+            mode & 0o777
+        )));
+    }
+    std::fs::read_to_string(path)
+}
+
 /// Loads the Ed25519 key at `path`, creating it if absent.
 pub fn load_or_create_ed25519(path: &Path) -> Result<Ed25519KeyPair, String> {
     Ed25519KeyPair::from_pkcs8(&load_or_create_pkcs8(path)?)
@@ -21,7 +35,7 @@ pub fn load_or_create_ed25519(path: &Path) -> Result<Ed25519KeyPair, String> {
 /// The PKCS#8 bytes of the Ed25519 key at `path`, created if absent.
 pub fn load_or_create_pkcs8(path: &Path) -> Result<Vec<u8>, String> {
     let describe = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    match std::fs::read_to_string(path) {
+    match read_secret(path) {
         Ok(text) => STANDARD.decode(text.trim()).map_err(|e| describe(&e)),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             let generated =

@@ -127,6 +127,15 @@ pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), Serv
     let tls = tls::server_config(&config)?;
     let state = start_state(&config.state)?;
     let audit = Arc::new(start_audit(&config)?);
+    // Announce readiness only once the audit chain is open (a large file is re-hashed first):
+    // before that every PHI request would be refused.
+    let opening = std::time::Instant::now();
+    while !audit.is_healthy() && opening.elapsed() < std::time::Duration::from_secs(10) {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    if !audit.is_healthy() {
+        tracing::error!("audit trail not open after 10 s: serving, but PHI requests are refused and /readyz is 503 until it opens");
+    }
     let app = App::build(
         config,
         Arc::clone(&state),

@@ -72,9 +72,14 @@ fn open_chain(dir: &Path) -> std::io::Result<Chain> {
     };
     let mut good_len = 0u64;
     let mut last = None;
-    let reader = BufReader::new(File::open(&path)?);
-    for line in reader.split(b'\n') {
+    let handle = File::open(&path)?;
+    let file_len = handle.metadata()?.len();
+    for line in BufReader::new(handle).split(b'\n') {
         let line = line?;
+        if good_len + line.len() as u64 + 1 > file_len {
+            // A last line without its newline was cut short, even if it happens to parse.
+            break;
+        }
         match serde_json::from_slice::<AuditRecord>(&line) {
             Ok(record) => {
                 good_len += line.len() as u64 + 1;

@@ -90,7 +90,7 @@ impl std::fmt::Debug for SessionKeys {
 impl SessionKeys {
     /// Loads the key ring, creating it with one random 256-bit key on first start.
     pub fn load_or_create(path: &Path) -> Result<SessionKeys, String> {
-        let file: KeyFile = match std::fs::read_to_string(path) {
+        let file: KeyFile = match crate::keys::read_secret(path) {
             Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 let file = KeyFile {

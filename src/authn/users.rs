@@ -301,7 +301,7 @@ fn load_key(key_file: &Path, key_env: Option<&str>) -> Result<Vec<u8>, UserError
             return decode(&text, Path::new(var));
         }
     }
-    match std::fs::read_to_string(key_file) {
+    match crate::keys::read_secret(key_file) {
         Ok(text) => decode(&text, key_file),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             let mut key = vec![0u8; 32];

@@ -10,8 +10,9 @@ use crate::config::Config;
 const EMBEDDED_CONFIG: &str = include_str!("../../config/wardgate.toml");
 
 /// `wardgate serve --config FILE`.
-pub(super) fn serve(path: &Path) -> Result<(), CliError> {
+pub(super) fn serve(path: &Path, allow_root: bool) -> Result<(), CliError> {
     let config = Config::load(path)?;
+    refuse_root(&config, allow_root)?;
     crate::telemetry::init(&config.log);
     runtime()?.block_on(async {
         crate::server::run(config, Some(path.to_path_buf()))
@@ -119,4 +120,22 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .enable_all()
         .build()
         .map_err(|err| CliError::Runtime(format!("cannot start runtime: {err}")))
+}
+
+/// A proxy facing the network should not hold root: a bug in it would own the host. Root is
+/// refused on a non-loopback listener unless `--allow-root` says the operator means it.
+fn refuse_root(config: &Config, allow_root: bool) -> Result<(), CliError> {
+    let exposed = [Some(config.listen.addr), config.listen.redirect_http]
+        .into_iter()
+        .flatten()
+        .find(|addr| !addr.ip().is_loopback());
+    match exposed {
+        Some(addr) if rustix::process::geteuid().is_root() && !allow_root => {
+            Err(CliError::Usage(format!(
+                "refusing to run as root on {addr}, which is not a loopback address: run as a dedicated user \
+                 (systemd: User=wardgate with AmbientCapabilities=CAP_NET_BIND_SERVICE), or pass --allow-root"
+            )))
+        }
+        _ => Ok(()),
+    }
 }

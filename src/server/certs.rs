@@ -51,7 +51,7 @@ pub fn load(config: &Config) -> Result<CertPair, CertError> {
         TlsSource::DevCert => {
             let cert = config.data_dir.join(DEV_CERT);
             let key = config.data_dir.join(DEV_KEY);
-            if !cert.exists() || !key.exists() {
+            if !cert.exists() || !key.exists() || expiring(&cert) {
                 create_dev_cert(config, &cert, &key)?;
             }
             tracing::warn!(cert = %cert.display(), "USING A SELF-SIGNED DEVELOPMENT CERTIFICATE: configure [listen] tls = {{ cert, key }} before real use");
@@ -96,6 +96,26 @@ pub fn read_ca(path: &Path) -> Result<rustls::RootCertStore, CertError> {
     Ok(roots)
 }
 
+/// Validity of a generated development certificate (the CA/Browser Forum maximum is 398).
+const DEV_CERT_DAYS: i64 = 397;
+/// A development certificate this close to expiry is replaced on start.
+const RENEW_BEFORE_DAYS: i64 = 30;
+
+/// Whether the certificate at `path` expires within [`RENEW_BEFORE_DAYS`] (or is unreadable).
+fn expiring(path: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(path) else {
+        return true;
+    };
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(&bytes) else {
+        return true;
+    };
+    let Ok(cert) = pem.parse_x509() else {
+        return true;
+    };
+    let renew_at = time::OffsetDateTime::now_utc() + time::Duration::days(RENEW_BEFORE_DAYS);
+    cert.validity().not_after.timestamp() < renew_at.unix_timestamp()
+}
+
 fn create_dev_cert(config: &Config, cert: &Path, key: &Path) -> Result<(), CertError> {
     let mut names = vec![
         "localhost".to_string(),
@@ -110,8 +130,19 @@ fn create_dev_cert(config: &Config, cert: &Path, key: &Path) -> Result<(), CertE
     if !names.iter().any(|n| n == public_host) {
         names.push(public_host.to_string());
     }
-    let generated =
-        rcgen::generate_simple_self_signed(names).map_err(|e| CertError::DevCert(e.to_string()))?;
+    // Short-lived like a public certificate (TLS scanners flag longer ones); renewed on start
+    // when fewer than RENEW_BEFORE_DAYS remain.
+    let failed = |e: rcgen::Error| CertError::DevCert(e.to_string());
+    let mut params = rcgen::CertificateParams::new(names).map_err(failed)?;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(DEV_CERT_DAYS);
+    let signing_key = rcgen::KeyPair::generate().map_err(failed)?;
+    let certificate = params.self_signed(&signing_key).map_err(failed)?;
+    let generated = rcgen::CertifiedKey {
+        cert: certificate,
+        signing_key,
+    };
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| CertError::DevCert(format!("{}: {e}", config.data_dir.display())))?;
     write_private(key, generated.signing_key.serialize_pem().as_bytes())?;

@@ -58,6 +58,8 @@ pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, CertError> {
             message: format!("certificate and key do not form a usable pair: {err}"),
         })?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Our suite order (strongest first), not the client's.
+    server.ignore_client_order = true;
     Ok(Arc::new(server))
 }
 

@@ -154,3 +154,72 @@ fn serve_refuses_to_start_on_a_bad_config() {
         "{err}"
     );
 }
+
+#[test]
+fn secret_files_readable_by_others_are_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    // In the config: the admin token file is refused with its line.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, "an-admin-token-long-enough\n").expect("token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let path = dir.path().join("wardgate.toml");
+    let toml = VALID.replace(
+        "[upstreams.ehr]",
+        "[admin]\ntoken_file = \"admin.token\"\n\n[upstreams.ehr]",
+    );
+    std::fs::write(&path, &toml).expect("write");
+    let (code, out, err) = run_cli(
+        &["config", "check", path.to_str().expect("path")],
+        dir.path(),
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("wardgate.toml:6: admin.token_file:") && err.contains("chmod 600"),
+        "{err}"
+    );
+    // In the data directory: a world-readable key stops the proxy before it serves.
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let key = data.join("session-keys.toml");
+    std::fs::write(&key, "[[keys]]\nkid = \"k1\"\nsecret = \"AAAA\"\n").expect("key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let toml = toml.replace("127.0.0.1:8443", "127.0.0.1:0");
+    std::fs::write(&path, toml).expect("write");
+    let (code, out, err) = run_cli(
+        &["serve", "--config", path.to_str().expect("path")],
+        dir.path(),
+    );
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("session-keys.toml") && err.contains("readable by group or others"),
+        "{err}"
+    );
+}
+
+#[test]
+fn root_is_refused_on_a_public_address_without_allow_root() {
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !is_root {
+        eprintln!("SKIPPED: not running as root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("wardgate.toml");
+    std::fs::write(&path, VALID.replace("127.0.0.1:8443", "0.0.0.0:0")).expect("write");
+    let (code, out, err) = run_cli(
+        &["serve", "--config", path.to_str().expect("path")],
+        dir.path(),
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("refusing to run as root on 0.0.0.0:0"),
+        "{err}"
+    );
+    assert!(err.contains("--allow-root"), "{err}");
+}

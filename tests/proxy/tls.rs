@@ -268,3 +268,65 @@ async fn services_and_devices_are_admitted_by_their_verified_certificate() {
         "no user identity is invented for a device"
     );
 }
+
+/// Runs `openssl s_client` against the proxy; returns whether a handshake completed, and the
+/// whole output.
+fn s_client(proxy: &Wardgate, args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &proxy.public.to_string()])
+        .args(["-servername", "localhost"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl s_client (scripts/test installs openssl)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let negotiated = text
+        .lines()
+        .any(|l| l.contains("Cipher is ") && !l.contains("(NONE)"));
+    (negotiated, text)
+}
+
+#[test]
+fn openssl_confirms_legacy_protocols_and_non_aead_suites_are_refused() {
+    let proxy = Wardgate::start(&config("127.0.0.1:9".parse().expect("addr"), ""));
+    // The client side really offers what is refused (security level 0 lets OpenSSL 3 do so),
+    // so a refusal below comes from Wardgate.
+    let legacy = "DEFAULT:@SECLEVEL=0";
+    for (label, args) in [
+        ("TLS 1.3", vec!["-tls1_3"]),
+        (
+            "TLS 1.2 AEAD",
+            vec![
+                "-tls1_2",
+                "-cipher",
+                "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256",
+            ],
+        ),
+    ] {
+        let (ok, text) = s_client(&proxy, &args);
+        assert!(ok, "{label} must be accepted:\n{text}");
+    }
+    for (label, args) in [
+        ("TLS 1.0", vec!["-tls1", "-cipher", legacy]),
+        ("TLS 1.1", vec!["-tls1_1", "-cipher", legacy]),
+        (
+            "TLS 1.2 CBC",
+            vec![
+                "-tls1_2",
+                "-cipher",
+                "ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA256:ECDHE-RSA-AES128-SHA:AES128-SHA256:AES128-SHA:@SECLEVEL=0",
+            ],
+        ),
+    ] {
+        let (ok, text) = s_client(&proxy, &args);
+        assert!(!ok, "{label} must be refused:\n{text}");
+        assert!(
+            text.contains("alert"),
+            "{label}: the refusal must be the server's alert, not a client-side error:\n{text}"
+        );
+    }
+}
