@@ -80,11 +80,55 @@ proptest! {
 
     #[test]
     fn normalizing_never_panics_is_idempotent_and_leaves_no_dot_segments(path in "/[ -~]{0,40}") {
-        if let Ok(once) = normalize(&path) {
-            let twice = normalize(&once).map(|c| c.into_owned());
-            prop_assert_eq!(twice.as_deref(), Ok(once.as_ref()));
-            prop_assert!(!once.split('/').any(|s| s == ".." || s == "."));
-            prop_assert!(!once.contains("//"));
-        }
+        normalized_is_canonical(&path)?;
     }
+
+    /// Escape-heavy paths: decoding next to an escape must not create a new escape
+    /// (found by the `normalize` fuzz target: `/%25%42A` became `/%25BA`).
+    #[test]
+    fn escapes_never_decode_into_new_escapes(pieces in prop::collection::vec(escape_piece(), 0..12)) {
+        normalized_is_canonical(&format!("/{}", pieces.concat()))?;
+    }
+
+    /// Route matching never panics, whatever host and path reach it.
+    #[test]
+    fn route_matching_never_panics(host in "\\PC{0,20}", path in "\\PC{0,40}") {
+        let dir = std::env::temp_dir();
+        let config = Config::from_str(CONFIG, &dir.join("p.toml"), &dir).expect("config");
+        let table = RouteTable::new(&config.routes);
+        let _ = table.lookup(&host, &path, &Method::GET);
+    }
+}
+
+fn escape_piece() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "%25",
+        "%41",
+        "%42",
+        "%2e",
+        "%2E",
+        "%7e",
+        "%30",
+        "A",
+        "B",
+        "4",
+        "1",
+        "/",
+        ".",
+        "%",
+        "%2",
+        "%a",
+        "%e2%82%ac",
+        "_",
+    ])
+}
+
+fn normalized_is_canonical(path: &str) -> Result<(), TestCaseError> {
+    if let Ok(once) = normalize(path) {
+        let twice = normalize(&once).map(|c| c.into_owned());
+        prop_assert_eq!(twice.as_deref(), Ok(once.as_ref()), "from {}", path);
+        prop_assert!(!once.split('/').any(|s| s == ".." || s == "."));
+        prop_assert!(!once.contains("//"));
+    }
+    Ok(())
 }

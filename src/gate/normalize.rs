@@ -123,6 +123,14 @@ fn decode(bytes: &[u8]) -> Result<String, PathError> {
         }
     }
     std::str::from_utf8(&raw_value).map_err(|_| PathError::InvalidUtf8)?;
+    // Decoding can *create* a double encoding (`%25%41` → `%25A`+`1`...): check the result too,
+    // or a backend that decodes twice would see what the first check refused.
+    let decoded = out.as_bytes();
+    if (0..decoded.len())
+        .any(|i| decoded[i..].starts_with(b"%25") && hex_pair(decoded, i + 3).is_some())
+    {
+        return Err(PathError::DoubleEncoding);
+    }
     Ok(out)
 }
 
@@ -173,6 +181,20 @@ mod tests {
         normalize(raw)
             .map(|c| c.into_owned())
             .unwrap_or_else(|e| panic!("{raw}: {e}"))
+    }
+
+    #[test]
+    fn decoding_cannot_create_a_double_encoding() {
+        // Found by fuzzing: `%25` followed by an escape of a hex digit.
+        for raw in [
+            "/%25%42AT",
+            "/%25%341",
+            "/a%25%41%41",
+            "/%25ATTTT/__%25%42AT5AT",
+        ] {
+            assert_eq!(normalize(raw), Err(PathError::DoubleEncoding), "{raw}");
+        }
+        assert_eq!(ok("/%25%47G"), "/%25GG");
     }
 
     #[test]

@@ -189,7 +189,11 @@ impl PathPattern {
 
     /// Matches a canonical path, capturing parameters into `params`.
     fn matches(&self, path: &str, params: &mut Vec<(String, String)>) -> bool {
-        let body = &path[1..];
+        // Only canonical paths reach here, but a path without its leading `/` (or empty)
+        // must not match, let alone panic.
+        let Some(body) = path.strip_prefix('/') else {
+            return false;
+        };
         let mut parts = if body.is_empty() {
             None
         } else {
