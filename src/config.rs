@@ -207,6 +207,8 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// Deadline for a complete request head.
     pub header_read_timeout: Duration,
+    /// Longest pause inside a request body.
+    pub body_read_timeout: Duration,
     /// Largest request head in bytes.
     pub max_header_size: usize,
     /// Idle keep-alive deadline.

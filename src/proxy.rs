@@ -86,14 +86,17 @@ pub async fn forward(
     let bodyless = incoming.is_end_stream();
     let retryable =
         bodyless && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let mut body = Some(
-        Limited::new(
-            incoming,
-            usize::try_from(route.max_body).unwrap_or(usize::MAX),
-        )
-        .map_err(Into::into)
-        .boxed(),
-    );
+    let limited = Limited::new(
+        incoming,
+        usize::try_from(route.max_body).unwrap_or(usize::MAX),
+    )
+    .map_err(Into::into)
+    .boxed();
+    let mut body = Some(if bodyless {
+        limited
+    } else {
+        body::IdleTimeout::wrap(limited, app.config.limits.body_read_timeout)
+    });
 
     let mut attempts = if retryable {
         pool.targets.len().min(2)
@@ -131,7 +134,12 @@ pub async fn forward(
                 }
                 return Err(GateError::UpstreamUnreachable(error_chain(&err)));
             }
-            Ok(Err(err)) if caused_by_body_limit(&err) => return Err(GateError::BodyTooLarge),
+            Ok(Err(err)) if caused_by::<http_body_util::LengthLimitError>(&err) => {
+                return Err(GateError::BodyTooLarge)
+            }
+            Ok(Err(err)) if caused_by::<body::BodyIdle>(&err) => {
+                return Err(GateError::BodyTimeout)
+            }
             Ok(Err(err)) => return Err(GateError::UpstreamFailed(error_chain(&err))),
         };
         pool.restore(chosen);
@@ -203,10 +211,11 @@ fn live_opened(
     })
 }
 
-fn caused_by_body_limit(err: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether `E` is somewhere in the error's source chain.
+fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(current) = source {
-        if current.is::<http_body_util::LengthLimitError>() {
+        if current.is::<E>() {
             return true;
         }
         source = current.source();

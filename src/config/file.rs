@@ -133,6 +133,8 @@ pub struct LimitsFile {
     pub handshake_timeout: Option<HumanDuration>,
     /// Time allowed to send a complete request head (slowloris defence).
     pub header_read_timeout: Option<HumanDuration>,
+    /// Longest pause between two pieces of a request body (slow-body defence).
+    pub body_read_timeout: Option<HumanDuration>,
     /// Largest accepted request head.
     pub max_header_size: Option<ByteSize>,
     /// Idle keep-alive connections are closed after this long.

@@ -49,6 +49,7 @@ pub(super) fn limits(file: &FileConfig) -> Limits {
         max_connections: l.max_connections.unwrap_or(10_000),
         handshake_timeout: d(l.handshake_timeout, 10),
         header_read_timeout: d(l.header_read_timeout, 10),
+        body_read_timeout: d(l.body_read_timeout, 30),
         max_header_size: l.max_header_size.map_or(64 * 1024, |s| s.0 as usize),
         keepalive_timeout: d(l.keepalive_timeout, 60),
         h2_max_concurrent_streams: l.h2_max_concurrent_streams.unwrap_or(100),

@@ -62,6 +62,9 @@ pub enum GateError {
     /// The request body exceeds the route's `max_body`.
     #[error("request body too large")]
     BodyTooLarge,
+    /// The client paused inside its request body for longer than `body_read_timeout`.
+    #[error("request body too slow")]
+    BodyTimeout,
     /// The upstream could not be reached.
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
@@ -100,6 +103,7 @@ impl GateError {
             GateError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             GateError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GateError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GateError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             GateError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             GateError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GateError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
@@ -128,6 +132,7 @@ impl GateError {
             401 => "unauthorized",
             403 => "forbidden",
             404 => "not_found",
+            408 => "request_timeout",
             413 => "payload_too_large",
             415 => "unsupported_media_type",
             429 => "too_many_requests",
@@ -179,6 +184,7 @@ mod tests {
                 Blame::Internal,
             ),
             (GateError::BodyTooLarge, 413, Blame::Client),
+            (GateError::BodyTimeout, 408, Blame::Client),
             (
                 GateError::UpstreamUnreachable("x".into()),
                 502,

@@ -192,3 +192,45 @@ async fn plain_http_listener_only_redirects() {
     );
     assert!(backend.seen().is_empty());
 }
+
+#[tokio::test]
+async fn a_slow_body_is_cut_after_the_body_read_timeout_with_408() {
+    let backend = Backend::start().await;
+    let toml =
+        config(backend.addr, "").replace("[log]", "[limits]\nbody_read_timeout = \"1s\"\n\n[log]");
+    let proxy = Wardgate::start(&toml);
+    let mut stream = raw::connect(
+        proxy.public,
+        raw::client_config(&proxy.dev_cert(), &[b"http/1.1"]),
+    )
+    .await
+    .expect("tls");
+    let started = Instant::now();
+    stream
+        .write_all(
+            b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\nfirst bytes",
+        )
+        .await
+        .expect("write");
+    // Then nothing: the body stalls.
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < Duration::from_secs(6) {
+        match tokio::time::timeout(Duration::from_secs(6), stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                answer.extend_from_slice(&buf[..n]);
+                if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "cut off too late: {:?}",
+        started.elapsed()
+    );
+}

@@ -69,3 +69,123 @@ async fn hop_by_hop_abuse_cannot_remove_wardgate_headers() {
         );
     }
 }
+
+/// One HPACK literal header field without indexing (new name, no Huffman): enough to send
+/// headers a conforming HTTP/2 client library refuses to send.
+fn hpack_literal(block: &mut Vec<u8>, name: &str, value: &str) {
+    assert!(name.len() < 127 && value.len() < 127);
+    block.push(0x00);
+    block.push(name.len() as u8);
+    block.extend_from_slice(name.as_bytes());
+    block.push(value.len() as u8);
+    block.extend_from_slice(value.as_bytes());
+}
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut frame = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Sends one HTTP/2 GET for `path` with `extra` headers; returns the frame types the server
+/// answered on the stream (1 = HEADERS, 3 = RST_STREAM, 7 = GOAWAY) and whether a HEADERS
+/// frame carried `:status 200`.
+async fn h2_request(proxy: &Wardgate, path: &str, extra: &[(&str, &str)]) -> (Vec<u8>, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = raw::connect(
+        proxy.public,
+        raw::client_config(&proxy.dev_cert(), &[b"h2"]),
+    )
+    .await
+    .expect("tls");
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", "127.0.0.1"),
+        (":path", path),
+    ]
+    .iter()
+    .chain(extra)
+    {
+        hpack_literal(&mut block, name, value);
+    }
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(0x4, 0, 0, &[])); // SETTINGS
+    out.extend(h2_frame(0x1, 0x5, 1, &block)); // HEADERS, END_STREAM | END_HEADERS
+    tls.write_all(&out).await.expect("write");
+    let mut read = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let (mut kinds, mut ok) = (Vec::new(), false);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    'reading: loop {
+        let n = match tokio::time::timeout_at(deadline, tls.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => break,
+        };
+        read.extend_from_slice(&buf[..n]);
+        while read.len() >= 9 {
+            let len =
+                (usize::from(read[0]) << 16) | (usize::from(read[1]) << 8) | usize::from(read[2]);
+            if read.len() < 9 + len {
+                break;
+            }
+            let (kind, stream) = (
+                read[3],
+                u32::from_be_bytes([read[5], read[6], read[7], read[8]]) & 0x7fff_ffff,
+            );
+            if kind == 0x4 && read[4] & 1 == 0 {
+                tls.write_all(&h2_frame(0x4, 0x1, 0, &[]))
+                    .await
+                    .expect("ack");
+            }
+            if stream == 1 || kind == 0x7 {
+                kinds.push(kind);
+                // `:status 200` is static-table entry 8 (0x88).
+                ok |= kind == 0x1 && read.get(9) == Some(&0x88);
+                if matches!(kind, 0x1 | 0x3 | 0x7) {
+                    break 'reading;
+                }
+            }
+            read.drain(..9 + len);
+        }
+    }
+    (kinds, ok)
+}
+
+#[tokio::test]
+async fn h2_requests_with_connection_specific_headers_are_refused_not_downgraded() {
+    let backend = Backend::start().await;
+    let proxy = Wardgate::start(&config(backend.addr, ""));
+    // Sanity: the hand-made request is understood when it is well-formed.
+    let (kinds, ok) = h2_request(&proxy, "/pub/well-formed", &[]).await;
+    assert!(ok, "a well-formed h2 request must work: {kinds:?}");
+    let attacks: [(&str, &[(&str, &str)]); 7] = [
+        ("/pub/te", &[("transfer-encoding", "chunked")]),
+        ("/pub/conn", &[("connection", "x-wardgate-user")]),
+        ("/pub/keepalive", &[("keep-alive", "timeout=5")]),
+        ("/pub/upgrade", &[("upgrade", "websocket")]),
+        ("/pub/proxyconn", &[("proxy-connection", "keep-alive")]),
+        ("/pub/tegzip", &[("te", "gzip")]),
+        ("/pub/upper", &[("X-Wardgate-User", "admin")]),
+    ];
+    for (path, headers) in attacks {
+        let (kinds, ok) = h2_request(&proxy, path, headers).await;
+        assert!(
+            !ok,
+            "{path}: a malformed h2 request was answered 200 ({kinds:?})"
+        );
+        assert!(
+            kinds.iter().any(|k| matches!(k, 0x1 | 0x3 | 0x7)),
+            "{path}: no answer at all ({kinds:?})"
+        );
+    }
+    let paths = backend.paths();
+    assert_eq!(
+        paths,
+        vec!["/pub/well-formed".to_string()],
+        "forwarded: {paths:?}"
+    );
+}
