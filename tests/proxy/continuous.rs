@@ -60,6 +60,7 @@ pub(crate) async fn closed(socket: &mut Socket, within: Duration) -> (CloseCode,
         match next {
             Some(Ok(Message::Close(frame))) => {
                 let code = frame.map_or(CloseCode::Status, |f| f.code);
+                eprintln!("socket closed with {code} after {:?}", start.elapsed());
                 return (code, start.elapsed());
             }
             Some(Ok(_)) => {}
