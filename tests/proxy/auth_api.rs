@@ -507,3 +507,42 @@ async fn browsers_are_sent_to_login_and_api_clients_get_401() {
         assert!(html.contains("name=\"rd\" value=\"/\""), "{evil}: {html}");
     }
 }
+
+#[tokio::test]
+async fn unknown_users_cost_the_same_time_as_wrong_passwords() {
+    let backend = Backend::start().await;
+    let toml =
+        config(backend.addr, "").replace("ip_limit = 1000", "ip_limit = 1000\nlockout_after = 50");
+    let (dir, path) = write_config(&toml);
+    let _known = add_user(&path, "known.user", &[], true);
+    let proxy = Wardgate::start_in(dir, path);
+    let failure = |name: &'static str| {
+        let proxy = &proxy;
+        async move {
+            let started = std::time::Instant::now();
+            let response = login(proxy, name, "wrong password!!", "000000").await;
+            let took = started.elapsed();
+            assert_eq!(response.status(), 401);
+            let body: serde_json::Value = response.json().await.expect("json");
+            assert_eq!(body["error"], "invalid_credentials");
+            took
+        }
+    };
+    // Interleaved samples, medians compared: an unknown name still runs one argon2
+    // verification, so neither the answer nor (within noise) its time tells it apart. A name
+    // without a hash would answer tens of times faster.
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for _ in 0..9 {
+        known.push(failure("known.user").await);
+        unknown.push(failure("nobody.here").await);
+    }
+    known.sort();
+    unknown.sort();
+    let (known, unknown) = (known[4], unknown[4]);
+    let ratio = unknown.as_secs_f64() / known.as_secs_f64();
+    eprintln!("median login failure: known {known:?}, unknown {unknown:?}, ratio {ratio:.2}");
+    assert!(
+        (0.5..2.0).contains(&ratio),
+        "known {known:?} vs unknown {unknown:?}"
+    );
+}

@@ -43,6 +43,20 @@ async fn forged_and_altered_tokens_are_refused() {
     let mallory_token = token(&proxy, &mallory, &code(&mallory)).await;
     let (kid, secret) = session_key(&proxy);
     let claims = payload(&real);
+    // Algorithm confusion: the public key anyone can fetch, used as an HMAC secret.
+    let jwks: serde_json::Value = proxy
+        .client()
+        .get(proxy.url("/.wardgate/jwks.json"))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("json");
+    let jwks_kid = jwks["keys"][0]["kid"].as_str().expect("kid").to_string();
+    let jwks_public = URL_SAFE_NO_PAD
+        .decode(jwks["keys"][0]["x"].as_str().expect("x"))
+        .expect("b64");
     let with = |key: &str, value: serde_json::Value| {
         let mut changed = claims.clone();
         changed[key] = value;
@@ -102,6 +116,10 @@ async fn forged_and_altered_tokens_are_refused() {
         (
             "unknown session",
             sign(&with("sid", json!("no-such-session")), &kid, &secret),
+        ),
+        (
+            "HS256 keyed with the published assertion key",
+            sign(&claims, &jwks_kid, &jwks_public),
         ),
         ("truncated", format!("{}.{}", segments[0], segments[1])),
         ("extra segment", format!("{real}.AAAA")),
