@@ -8,7 +8,6 @@
 //! second `access` record with the same `request_id` adds status, bytes and latency.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use crate::gate::target::RequestTarget;
 pub mod checkpoint;
 pub mod detect;
 pub mod mirror;
+pub mod queue;
 pub mod record;
 pub mod verify;
 pub mod webhook;
@@ -36,7 +36,7 @@ const STRICT_WAIT: Duration = Duration::from_secs(5);
 /// The audit trail, shared by every request and surviving reloads.
 #[derive(Debug)]
 pub struct Auditor {
-    jobs: SyncSender<writer::Job>,
+    jobs: Arc<queue::JobQueue>,
     healthy: Arc<AtomicBool>,
 }
 
@@ -67,12 +67,13 @@ impl Auditor {
         queue: usize,
         alerts: writer::Alerts,
     ) -> Auditor {
-        let (jobs, receiver) = sync_channel(queue.max(1));
+        let jobs = Arc::new(queue::JobQueue::new(queue));
         let healthy = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&healthy);
+        let writer_jobs = Arc::clone(&jobs);
         let spawned = std::thread::Builder::new()
             .name("wardgate-audit".into())
-            .spawn(move || writer::run(settings, key, receiver, flag, alerts));
+            .spawn(move || writer::run(settings, key, writer_jobs, flag, alerts));
         if let Err(err) = spawned {
             tracing::error!(error = %err, "cannot start the audit writer; PHI requests will be refused");
         }
@@ -88,14 +89,14 @@ impl Auditor {
     pub fn submit(&self, record: AuditRecord) -> Result<(), GateError> {
         match self
             .jobs
-            .try_send(writer::Job::Record(Box::new(record), None))
+            .try_push(writer::Job::Record(Box::new(record), None), false)
         {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
+            Err(queue::PushError::Full(_)) => {
                 metrics::counter!("wardgate_audit_queue_full_total").increment(1);
                 Err(GateError::AuditUnavailable("audit queue full".into()))
             }
-            Err(TrySendError::Disconnected(_)) => {
+            Err(queue::PushError::Closed(_)) => {
                 Err(GateError::AuditUnavailable("audit writer stopped".into()))
             }
         }
@@ -104,28 +105,32 @@ impl Auditor {
     /// Queues a record that must not be lost even when the queue is momentarily full: it is
     /// handed over on the blocking pool instead of being dropped (security events, completions).
     pub fn submit_or_wait(&self, record: AuditRecord) {
-        if let Err(TrySendError::Full(job)) = self
-            .jobs
-            .try_send(writer::Job::Record(Box::new(record), None))
-        {
-            let jobs = self.jobs.clone();
-            tokio::task::spawn_blocking(move || {
-                if jobs.send(job).is_err() {
-                    tracing::error!("audit writer stopped; a record could not be written");
-                }
-            });
+        let job = writer::Job::Record(Box::new(record), None);
+        match self.jobs.try_push(job, false) {
+            Ok(()) => {}
+            Err(queue::PushError::Full(job)) => {
+                let jobs = Arc::clone(&self.jobs);
+                tokio::task::spawn_blocking(move || {
+                    if jobs.push_blocking(job).is_err() {
+                        tracing::error!("audit writer stopped; a record could not be written");
+                    }
+                });
+            }
+            Err(queue::PushError::Closed(_)) => {
+                tracing::error!("audit writer stopped; a record could not be written");
+            }
         }
     }
 
     /// Queues a record and waits until it is durable on disk.
     pub async fn submit_durable(&self, record: AuditRecord) -> Result<(), GateError> {
         let (ack, durable) = oneshot::channel();
-        match self
+        if self
             .jobs
-            .try_send(writer::Job::Record(Box::new(record), Some(ack)))
+            .try_push(writer::Job::Record(Box::new(record), Some(ack)), true)
+            .is_err()
         {
-            Ok(()) => {}
-            Err(_) => return Err(GateError::AuditUnavailable("audit queue full".into())),
+            return Err(GateError::AuditUnavailable("audit queue full".into()));
         }
         match tokio::time::timeout(STRICT_WAIT, durable).await {
             Ok(Ok(())) => Ok(()),
@@ -138,8 +143,9 @@ impl Auditor {
     /// Writes `audit_stop` and waits for everything queued to be on disk.
     pub async fn stop(&self) {
         let (done, finished) = oneshot::channel();
-        let jobs = self.jobs.clone();
-        let _ = tokio::task::spawn_blocking(move || jobs.send(writer::Job::Stop(done))).await;
+        let jobs = Arc::clone(&self.jobs);
+        let _ =
+            tokio::task::spawn_blocking(move || jobs.push_blocking(writer::Job::Stop(done))).await;
         let _ = tokio::time::timeout(Duration::from_secs(10), finished).await;
     }
 }

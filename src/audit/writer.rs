@@ -13,7 +13,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -168,7 +167,7 @@ impl Alerts {
 pub fn run(
     settings: WriterSettings,
     key: CheckpointKey,
-    jobs: Receiver<Job>,
+    jobs: Arc<super::queue::JobQueue>,
     healthy: Arc<AtomicBool>,
     mut alerts: Alerts,
 ) {
@@ -188,18 +187,21 @@ pub fn run(
     let mut last_sync = Instant::now();
     let mut dirty = false;
     let mut stop: Option<oneshot::Sender<()>> = None;
+    jobs.attach_writer();
+    let mut incoming = Vec::new();
     loop {
         if pending.is_empty() && stop.is_none() {
-            match jobs.recv_timeout(settings.fsync_interval) {
-                Ok(job) => accept(job, &mut pending, &mut stop),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => stop = stop.or(Some(oneshot::channel().0)),
+            if Arc::strong_count(&jobs) == 1 {
+                // Every handle is gone: nobody can submit or stop us any more.
+                stop = Some(oneshot::channel().0);
+            } else {
+                jobs.wait(settings.fsync_interval);
             }
         }
-        while pending.len() < 8192 && stop.is_none() {
-            match jobs.try_recv() {
-                Ok(job) => accept(job, &mut pending, &mut stop),
-                Err(_) => break,
+        if stop.is_none() {
+            jobs.drain(8192usize.saturating_sub(pending.len()), &mut incoming);
+            for job in incoming.drain(..) {
+                accept(job, &mut pending, &mut stop);
             }
         }
         if stop.is_some() {
@@ -230,6 +232,7 @@ pub fn run(
                 }
                 pending.extend(raised.into_iter().map(|alert| (alert, None)));
                 if let Some(done) = stop.take() {
+                    jobs.close();
                     let _ = done.send(());
                     return;
                 }
