@@ -38,10 +38,38 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// Registered handles of one route's request metrics, so counting a request allocates
+/// nothing and skips the registry lookup (label strings are built once per route and status).
+struct RouteMetrics {
+    duration: metrics::Histogram,
+    by_status: dashmap::DashMap<u16, metrics::Counter>,
+}
+
+static ROUTES: OnceLock<dashmap::DashMap<Box<str>, RouteMetrics>> = OnceLock::new();
+
 /// Counts one finished request.
 pub fn request(route: &str, status: StatusCode, latency: Duration) {
-    let route = route.to_string();
-    metrics::counter!("wardgate_requests_total", "route" => route.clone(), "status" => status.as_str().to_string()).increment(1);
-    metrics::histogram!("wardgate_request_duration_seconds", "route" => route)
-        .record(latency.as_secs_f64());
+    let routes = ROUTES.get_or_init(dashmap::DashMap::new);
+    let entry = match routes.get(route) {
+        Some(entry) => entry,
+        None => {
+            let name = route.to_string();
+            routes
+                .entry(route.into())
+                .or_insert_with(|| RouteMetrics {
+                    duration: metrics::histogram!("wardgate_request_duration_seconds", "route" => name),
+                    by_status: dashmap::DashMap::new(),
+                })
+                .downgrade()
+        }
+    };
+    entry.duration.record(latency.as_secs_f64());
+    let code = status.as_u16();
+    if let Some(counter) = entry.by_status.get(&code) {
+        counter.increment(1);
+        return;
+    }
+    let counter = metrics::counter!("wardgate_requests_total", "route" => route.to_string(), "status" => status.as_str().to_string());
+    counter.increment(1);
+    entry.by_status.insert(code, counter);
 }

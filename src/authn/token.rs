@@ -77,7 +77,21 @@ pub struct SessionKeys {
     signing_kid: String,
     encoding: EncodingKey,
     decoding: Vec<(String, DecodingKey)>,
+    /// Tokens that verified, by their exact text: every request of a session carries the same
+    /// token, and re-checking base64, JSON and the HMAC each time was the largest part of
+    /// session validation. Only the signature check is skipped; the session record is still
+    /// consulted on every request, and an entry is never used past the token's `exp`.
+    verified: dashmap::DashMap<Box<str>, VerifiedToken>,
 }
+
+#[derive(Clone)]
+struct VerifiedToken {
+    claims: SessionClaims,
+    issuer: Box<str>,
+}
+
+/// Largest number of remembered verified tokens (the cache starts over beyond it).
+const VERIFIED_LIMIT: usize = 65_536;
 
 impl std::fmt::Debug for SessionKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -125,6 +139,7 @@ impl SessionKeys {
             signing_kid,
             encoding: EncodingKey::from_secret(&secret),
             decoding,
+            verified: dashmap::DashMap::new(),
         })
     }
 
@@ -150,6 +165,27 @@ impl SessionKeys {
 
     /// Verifies a token issued by `issuer`.
     pub fn verify(&self, token: &str, issuer: &str) -> Result<SessionClaims, TokenError> {
+        let now = crate::state::unix_now();
+        if let Some(hit) = self.verified.get(token) {
+            if &*hit.issuer == issuer && now < hit.claims.exp {
+                return Ok(hit.claims.clone());
+            }
+        }
+        let claims = self.verify_signed(token, issuer)?;
+        if self.verified.len() >= VERIFIED_LIMIT {
+            self.verified.clear();
+        }
+        self.verified.insert(
+            token.into(),
+            VerifiedToken {
+                claims: claims.clone(),
+                issuer: issuer.into(),
+            },
+        );
+        Ok(claims)
+    }
+
+    fn verify_signed(&self, token: &str, issuer: &str) -> Result<SessionClaims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::HS256 {
             return Err(TokenError::Algorithm);
