@@ -19,6 +19,8 @@ mod config_errors;
 mod continuous;
 #[path = "proxy/default_deny.rs"]
 mod default_deny;
+#[path = "proxy/docs.rs"]
+mod docs;
 #[path = "proxy/forwarding.rs"]
 mod forwarding;
 #[path = "proxy/lifecycle.rs"]
