@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::ConfigError;
 
+mod admin_client;
 mod audit;
 mod policy;
 mod serve;
@@ -64,6 +65,16 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: audit::AuditCommand,
+    },
+    /// Health probe for containers without curl: GET /healthz (or /readyz) on the admin
+    /// listener; exit 0 when it answers 200, 1 otherwise.
+    Probe {
+        /// Config file (for the admin address).
+        #[arg(long, default_value = "config/wardgate.toml")]
+        config: PathBuf,
+        /// Probe /readyz instead of /healthz.
+        #[arg(long)]
+        ready: bool,
     },
     /// Sessions of the running proxy: list them, revoke a user's or one (via the admin API).
     Session {
@@ -134,6 +145,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Audit { command } => audit::run(command),
         Command::Policy { command } => policy::run(command),
         Command::Session { config, command } => session::run(&config, command),
+        Command::Probe { config, ready } => session::probe(&config, ready),
         Command::Keys {
             config,
             command: KeysCommand::Rotate,

@@ -12,14 +12,15 @@ use ring::signature::Ed25519KeyPair;
 
 use crate::authn::users::write_atomic;
 
-/// Reads a file holding a secret, refusing one that group or others may read: a key copied
-/// with a loose umask (or a world-readable backup) must stop the proxy, not be used.
+/// Reads a file holding a secret, refusing one that others may read (or its group write): a key
+/// copied with a loose umask (or a world-readable backup) must stop the proxy, not be used.
+/// Group read is allowed, because Kubernetes mounts Secrets as root:fsGroup with mode 0440.
 pub fn read_secret(path: &Path) -> std::io::Result<String> {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(path)?.permissions().mode();
-    if mode & 0o077 != 0 {
+    if mode & 0o027 != 0 {
         return Err(std::io::Error::other(format!(
-            "holds a secret but is readable by group or others (mode {:o}): chmod 600 it",
+            "holds a secret but others can read it or its group can write it (mode {:o}): chmod 600 (or 640) it",
             mode & 0o777
         )));
     }

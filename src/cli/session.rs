@@ -4,14 +4,10 @@
 //! The CLI does not touch the state store itself: going through the proxy means the same
 //! code revokes sessions for the CLI, the admin API and every replica.
 
-use std::net::SocketAddr;
-
-use bytes::Bytes;
 use clap::Subcommand;
-use http::{header, Method, Request};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http::Method;
 
+use super::admin_client::{call, reachable};
 use super::CliError;
 use crate::config::Config;
 
@@ -68,7 +64,7 @@ pub(super) fn run(config: &std::path::Path, command: SessionCommand) -> Result<(
                 ),
                 None => "/sessions".to_string(),
             };
-            let body = runtime.block_on(call(addr, &token, Method::GET, &path, None))?;
+            let body = runtime.block_on(call(addr, Some(&token), Method::GET, &path, None))?;
             if json {
                 println!("{body}");
             } else {
@@ -84,7 +80,7 @@ pub(super) fn run(config: &std::path::Path, command: SessionCommand) -> Result<(
             };
             let body = runtime.block_on(call(
                 addr,
-                &token,
+                Some(&token),
                 Method::POST,
                 "/sessions/revoke",
                 Some(request.to_string()),
@@ -95,61 +91,6 @@ pub(super) fn run(config: &std::path::Path, command: SessionCommand) -> Result<(
             Ok(())
         }
     }
-}
-
-/// A wildcard listen address is reached on loopback.
-fn reachable(mut addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    addr
-}
-
-async fn call(
-    addr: SocketAddr,
-    token: &str,
-    method: Method,
-    path: &str,
-    body: Option<String>,
-) -> Result<String, CliError> {
-    let unreachable =
-        |e: &dyn std::fmt::Display| CliError::Runtime(format!("admin listener {addr}: {e}"));
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| unreachable(&e))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| unreachable(&e))?;
-    tokio::spawn(connection);
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::HOST, addr.to_string())
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .map_err(|e| CliError::Runtime(e.to_string()))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| unreachable(&e))?;
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| unreachable(&e))?
-        .to_bytes();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    if !status.is_success() {
-        return Err(CliError::Runtime(format!(
-            "admin API answered {status}: {text}"
-        )));
-    }
-    Ok(text)
 }
 
 fn print_table(body: &str) -> Result<(), CliError> {
@@ -178,5 +119,26 @@ fn print_table(body: &str) -> Result<(), CliError> {
             row["open_sockets"]
         );
     }
+    Ok(())
+}
+
+/// `wardgate probe`: one GET on the admin listener (container health checks).
+pub(super) fn probe(config: &std::path::Path, ready: bool) -> Result<(), CliError> {
+    let config = Config::load(config)?;
+    let path = if ready { "/readyz" } else { "/healthz" };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let addr = reachable(config.admin_addr);
+    let answer = runtime.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            call(addr, None, Method::GET, path, None),
+        )
+        .await
+        .map_err(|_| CliError::Runtime(format!("admin listener {addr}: no answer in 5 s")))?
+    })?;
+    println!("{}", answer.trim());
     Ok(())
 }

@@ -126,8 +126,9 @@ pub(super) fn existing_file(
     path
 }
 
-/// Like [`existing_file`] for a file holding a secret: it must not be readable by group or
-/// others, so a copied config directory or a loose umask cannot leak it.
+/// Like [`existing_file`] for a file holding a secret: others must not read it (nor its group
+/// write it), so a copied config directory or a loose umask cannot leak it. Group read is
+/// allowed for Kubernetes Secrets (root:fsGroup, mode 0440).
 pub(super) fn secret_file(
     value: &Spanned<String>,
     field: &str,
@@ -138,12 +139,12 @@ pub(super) fn secret_file(
     let path = existing_file(value, field, sink, resolve);
     if let Ok(meta) = std::fs::metadata(&path) {
         let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
+        if mode & 0o027 != 0 {
             sink.span(
                 value.span(),
                 field,
                 format!(
-                    "`{}` holds a secret but is readable by group or others (mode {:o}): chmod 600 it",
+                    "`{}` holds a secret but others can read it or its group can write it (mode {:o}): chmod 600 (or 640) it",
                     path.display(),
                     mode & 0o777
                 ),

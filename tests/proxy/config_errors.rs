@@ -193,7 +193,7 @@ fn secret_files_readable_by_others_are_refused() {
     );
     assert_ne!(code, 0, "{out}{err}");
     assert!(
-        err.contains("session-keys.toml") && err.contains("readable by group or others"),
+        err.contains("session-keys.toml") && err.contains("others can read it"),
         "{err}"
     );
 }
