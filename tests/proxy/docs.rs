@@ -75,3 +75,27 @@ fn every_config_key_is_in_the_readme_reference() {
         missing.join("\n  ")
     );
 }
+
+#[test]
+fn compliance_map_cites_real_tests() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let map = std::fs::read_to_string(format!("{root}/docs/compliance.md")).expect("map");
+    let mut cited = 0;
+    let mut missing = Vec::new();
+    for part in map.split('`') {
+        let Some((file, test)) = part.split_once("::") else {
+            continue;
+        };
+        if file.contains(' ') || test.contains(' ') || file.starts_with("src/") {
+            continue;
+        }
+        cited += 1;
+        let source = std::fs::read_to_string(format!("{root}/tests/proxy/{file}.rs"))
+            .unwrap_or_default();
+        if !source.contains(&format!("fn {test}(")) {
+            missing.push(part.to_string());
+        }
+    }
+    assert!(cited > 30, "only {cited} tests cited");
+    assert!(missing.is_empty(), "the compliance map cites tests that do not exist: {missing:?}");
+}
