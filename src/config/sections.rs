@@ -225,7 +225,12 @@ pub(super) fn auth(
             iterations,
             parallelism,
         },
-        max_concurrent_hashes: users.max_concurrent_hashes.unwrap_or(2).max(1),
+        // Half the cores by default: a login storm queues on its half and proxied clinical
+        // traffic keeps the other.
+        max_concurrent_hashes: users
+            .max_concurrent_hashes
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() / 2))
+            .max(1),
         idle_timeout: file
             .session
             .idle_timeout

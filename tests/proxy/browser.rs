@@ -95,7 +95,7 @@ async fn first_login_enrolls_the_authenticator_from_the_qr_page() {
     let omar = secret_from_uri("omar", &format!("otpauth://totp/x?secret={secret}"));
     browser.type_into("#code", "000000").await;
     browser.click("#verify").await;
-    assert!(browser.source().await.contains("Sign-in failed"));
+    assert!(browser.wait_for_text("Sign-in failed").await);
     browser.type_into("#code", &code(&omar)).await;
     browser.click("#verify").await;
     let url = browser

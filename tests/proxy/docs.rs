@@ -90,12 +90,15 @@ fn compliance_map_cites_real_tests() {
             continue;
         }
         cited += 1;
-        let source = std::fs::read_to_string(format!("{root}/tests/proxy/{file}.rs"))
-            .unwrap_or_default();
+        let source =
+            std::fs::read_to_string(format!("{root}/tests/proxy/{file}.rs")).unwrap_or_default();
         if !source.contains(&format!("fn {test}(")) {
             missing.push(part.to_string());
         }
     }
     assert!(cited > 30, "only {cited} tests cited");
-    assert!(missing.is_empty(), "the compliance map cites tests that do not exist: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "the compliance map cites tests that do not exist: {missing:?}"
+    );
 }

@@ -186,6 +186,20 @@ impl Browser {
     }
 
     /// Waits until the current URL satisfies `check`.
+    /// Waits until the page source contains `needle` (a form POST may still be loading when
+    /// the click returns); returns whether it did.
+    pub async fn wait_for_text(&self, needle: &str) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if self.source().await.contains(needle) {
+                eprintln!("page showed {needle:?} after {:?}", started.elapsed());
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     pub async fn wait_for_url(&self, check: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
