@@ -496,6 +496,11 @@ async fn browsers_are_sent_to_login_and_api_clients_get_401() {
         "https://evil.example",
         "/%2F%2Fevil.example",
         "/\\evil.example",
+        "https:evil.example",
+        "/%5Cevil.example",
+        "\\/evil.example",
+        "%2F%2Fevil.example",
+        "javascript:alert(1)",
     ] {
         let page = client
             .get(proxy.url("/.wardgate/login"))

@@ -178,3 +178,82 @@ async fn forged_and_altered_tokens_are_refused() {
         401
     );
 }
+
+#[tokio::test]
+async fn half_finished_logins_and_other_deployments_tokens_open_nothing() {
+    let backend = Backend::start().await;
+    let (dir, path) = write_config(&config(backend.addr, ""));
+    let alice = add_user(&path, "alice", &[], true);
+    let proxy = Wardgate::start_in(dir, path);
+    let client = proxy.client();
+
+    // Password step only (browser flow): a pending-login cookie, not a session.
+    let password_step = client
+        .post(proxy.url("/.wardgate/login"))
+        .header("origin", proxy.url("").trim_end_matches('/'))
+        .form(&[
+            ("username", "alice"),
+            ("password", crate::support::auth::PASSWORD),
+            ("rd", "/private/x"),
+        ])
+        .send()
+        .await
+        .expect("password step");
+    let pending = password_step
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("__Host-wardgate-pending="))
+        .and_then(|c| c.split(';').next())
+        .expect("pending cookie")
+        .to_string();
+    for (name, request) in [
+        (
+            "pending cookie",
+            client
+                .get(proxy.url("/private/x"))
+                .header("cookie", format!("__Host-wardgate-pending={pending}")),
+        ),
+        (
+            "pending id as session cookie",
+            client
+                .get(proxy.url("/private/x"))
+                .header("cookie", format!("__Host-wardgate={pending}")),
+        ),
+        (
+            "pending id as bearer",
+            client.get(proxy.url("/private/x")).bearer_auth(&pending),
+        ),
+    ] {
+        let status = request.send().await.expect("send").status();
+        assert_eq!(
+            status, 401,
+            "{name}: a password-only login must not open a protected route"
+        );
+    }
+
+    // A session of another Wardgate deployment (its own keys and origin) is worthless here.
+    let (other_dir, other_path) = write_config(&config(backend.addr, ""));
+    let other_alice = add_user(&other_path, "alice", &[], true);
+    let other = Wardgate::start_in(other_dir, other_path);
+    let foreign = token(&other, &other_alice, &code(&other_alice)).await;
+    for request in [
+        client.get(proxy.url("/private/x")).bearer_auth(&foreign),
+        client
+            .get(proxy.url("/private/x"))
+            .header("cookie", format!("__Host-wardgate={foreign}")),
+    ] {
+        assert_eq!(request.send().await.expect("send").status(), 401);
+    }
+    assert!(backend.seen().is_empty(), "nothing may reach the backend");
+    // The local session still works.
+    let local = token(&proxy, &alice, &code(&alice)).await;
+    let ok = client
+        .get(proxy.url("/private/x"))
+        .bearer_auth(&local)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(ok.status(), 200);
+}
