@@ -60,6 +60,10 @@ impl HttpBody for RecordedBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 this.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+                // With a Content-Length, hyper stops polling after the last byte: that is the end.
+                if this.inner.is_end_stream() {
+                    this.finish("complete");
+                }
             }
             Poll::Ready(Some(Err(_))) => this.finish("response body failed"),
             Poll::Ready(None) => this.finish("complete"),
@@ -79,6 +83,11 @@ impl HttpBody for RecordedBody {
 
 impl Drop for RecordedBody {
     fn drop(&mut self) {
-        self.finish("client closed before the response ended");
+        let outcome = if self.inner.is_end_stream() {
+            "complete"
+        } else {
+            "client closed before the response ended"
+        };
+        self.finish(outcome);
     }
 }

@@ -117,6 +117,11 @@ async fn phi_accesses_and_security_events_are_recorded_and_the_chain_verifies() 
     );
     assert_eq!(access[1]["status"], 200);
     assert!(access[1]["bytes"].as_u64().is_some_and(|b| b > 0));
+    assert!(
+        access[1].get("reason").is_none(),
+        "a fully delivered response is complete: {}",
+        access[1]
+    );
     assert!(all.iter().any(|r| r["event"] == "access"
         && r["decision"] == "deny"
         && r["patient_id"] == "8"
