@@ -70,6 +70,15 @@ pub(super) enum UserCommand {
         /// Login name.
         name: String,
     },
+    /// Confirm a pending enrollment with a current code from the user's authenticator (for
+    /// deployments whose users file is read-only to the proxy, such as a Kubernetes Secret).
+    Confirm {
+        /// Login name.
+        name: String,
+        /// The 6-digit code the authenticator shows now.
+        #[arg(long)]
+        code: String,
+    },
 }
 
 fn runtime_error(err: impl std::fmt::Display) -> CliError {
@@ -206,6 +215,36 @@ pub(super) fn run(config_path: &Path, command: UserCommand) -> Result<(), CliErr
                 })
                 .map_err(runtime_error)?;
             println!("TOTP of {name} removed; their sessions have ended and the next sign-in enrolls again");
+        }
+        UserCommand::Confirm { name, code } => {
+            let user = store
+                .get(&name)
+                .ok_or_else(|| runtime_error(format!("no user {name}")))?;
+            let secret = store
+                .totp_secret(&user)
+                .map_err(runtime_error)?
+                .ok_or_else(|| {
+                    runtime_error(format!(
+                        "{name} has no TOTP secret: run `user enroll {name}` first"
+                    ))
+                })?;
+            let now = crate::state::unix_now();
+            let matches = [now.saturating_sub(30), now, now + 30].iter().any(|t| {
+                let expected = totp::code_at(&secret, *t);
+                bool::from(subtle::ConstantTimeEq::ct_eq(
+                    expected.as_bytes(),
+                    code.trim().as_bytes(),
+                ))
+            });
+            if !matches {
+                return Err(runtime_error(format!(
+                    "the code does not match {name}'s authenticator; enrollment stays pending"
+                )));
+            }
+            store
+                .update(&name, |u| u.totp_confirmed = true)
+                .map_err(runtime_error)?;
+            println!("TOTP enrollment of {name} confirmed");
         }
         UserCommand::Enroll { name } => {
             let secret = totp::new_secret();

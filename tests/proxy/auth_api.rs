@@ -551,3 +551,18 @@ async fn unknown_users_cost_the_same_time_as_wrong_passwords() {
         "known {known:?} vs unknown {unknown:?}"
     );
 }
+
+#[test]
+fn enrollment_can_be_confirmed_from_the_cli_with_a_current_code() {
+    let (_dir, path) = write_config(&config("127.0.0.1:9".parse().expect("addr"), ""));
+    let uma = add_user(&path, "uma", &[], true);
+    let listed = |path: &std::path::Path| auth::cli(path, &["list"], "").1;
+    assert!(listed(&path).contains("pending"));
+    let (status, out, err) = auth::cli(&path, &["confirm", "uma", "--code", "000000"], "");
+    assert_eq!(status, 1, "{out}{err}");
+    assert!(err.contains("does not match"), "{err}");
+    assert!(listed(&path).contains("pending"));
+    let (status, out, err) = auth::cli(&path, &["confirm", "uma", "--code", &code(&uma)], "");
+    assert_eq!(status, 0, "{out}{err}");
+    assert!(listed(&path).contains("enrolled"), "{}", listed(&path));
+}
