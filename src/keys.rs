@@ -12,17 +12,24 @@ use ring::signature::Ed25519KeyPair;
 
 use crate::authn::users::write_atomic;
 
-/// Reads a file holding a secret, refusing one that others may read (or its group write): a key
-/// copied with a loose umask (or a world-readable backup) must stop the proxy, not be used.
-/// Group read is allowed, because Kubernetes mounts Secrets as root:fsGroup with mode 0440.
-pub fn read_secret(path: &Path) -> std::io::Result<String> {
+/// Why a file holding a secret is refused, if it is: others may read it or its group may write
+/// it (a key copied with a loose umask, a world-readable backup). Group read is allowed,
+/// because Kubernetes mounts Secrets as root:fsGroup with mode 0440.
+pub fn loose_permissions(path: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(path)?.permissions().mode();
-    if mode & 0o027 != 0 {
-        return Err(std::io::Error::other(format!(
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o027 != 0).then(|| {
+        format!(
             "holds a secret but others can read it or its group can write it (mode {:o}): chmod 600 (or 640) it",
             mode & 0o777
-        )));
+        )
+    })
+}
+
+/// Reads a file holding a secret, refusing one with [`loose_permissions`].
+pub fn read_secret(path: &Path) -> std::io::Result<String> {
+    if let Some(why) = loose_permissions(path) {
+        return Err(std::io::Error::other(why));
     }
     std::fs::read_to_string(path)
 }

@@ -162,7 +162,7 @@ impl LiveConnections {
             else {
                 continue;
             };
-            let verdict = recheck::session(app, &session_id, &user, activity).await;
+            let verdict = crate::authn::session::recheck(app, &session_id, &user, activity).await;
             for id in ids {
                 let Some(entry) = self.entries.get(&id) else {
                     continue;

@@ -145,7 +145,9 @@ pub async fn forward(
         pool.restore(chosen);
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::remove_hop_by_hop(response.headers_mut(), switching && upgrade);
-        let opened = live_opened(permit, ctx, target, &parts.method, websocket);
+        // Registration allocates (session, user, route, path): only for what can outlive the
+        // request, never for the common short response.
+        let opened = || live_opened(permit, ctx, target, &parts.method, websocket);
         let response = match (switching, client_upgrade) {
             (true, Some(client_upgrade)) => {
                 response.headers_mut().remove("sec-websocket-extensions");
@@ -155,14 +157,17 @@ pub async fn forward(
                     idle: app.config.proxy.websocket_idle_timeout,
                     pings_are_activity: app.config.proxy.websocket_pings_are_activity,
                     websocket,
-                    live: opened.map(|opened| app.live.register(opened)),
+                    live: opened().map(|opened| app.live.register(opened)),
                 };
                 tokio::spawn(tunnel.run(client_upgrade, upstream_upgrade));
                 response.map(|_| body::empty())
             }
             _ => response.map(|incoming| {
                 let streamed = incoming.map_err(Into::into).boxed();
-                match opened {
+                if !crate::live::stream::Revocable::may_last(&streamed) {
+                    return streamed;
+                }
+                match opened() {
                     Some(opened) => {
                         crate::live::stream::Revocable::wrap(streamed, &app.live, opened)
                     }

@@ -136,16 +136,14 @@ fn redis(
             text.clone()
         }
     };
-    let existing = |value: &Option<Spanned<String>>, field: &str, sink: &mut IssueSink<'_>| {
-        value
-            .as_ref()
-            .map(|v| super::validate::existing_file(v, field, sink, resolve))
-    };
     let password_file = file
         .password_file
         .as_ref()
         .map(|f| super::validate::secret_file(f, "state.password_file", sink, resolve));
-    let ca_file = existing(&file.ca_file, "state.ca_file", sink);
+    let ca_file = file
+        .ca_file
+        .as_ref()
+        .map(|f| super::validate::existing_file(f, "state.ca_file", sink, resolve));
     if ca_file.is_some() && !url.starts_with("rediss://") {
         if let Some(ca) = &file.ca_file {
             sink.span(ca.span(), "state.ca_file", "only used with a rediss:// url");

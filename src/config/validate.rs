@@ -135,21 +135,9 @@ pub(super) fn secret_file(
     sink: &mut IssueSink<'_>,
     resolve: &impl Fn(&str) -> PathBuf,
 ) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt as _;
     let path = existing_file(value, field, sink, resolve);
-    if let Ok(meta) = std::fs::metadata(&path) {
-        let mode = meta.permissions().mode();
-        if mode & 0o027 != 0 {
-            sink.span(
-                value.span(),
-                field,
-                format!(
-                    "`{}` holds a secret but others can read it or its group can write it (mode {:o}): chmod 600 (or 640) it",
-                    path.display(),
-                    mode & 0o777
-                ),
-            );
-        }
+    if let Some(why) = crate::keys::loose_permissions(&path) {
+        sink.span(value.span(), field, format!("`{}` {why}", path.display()));
     }
     path
 }

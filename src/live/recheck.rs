@@ -7,16 +7,6 @@ use crate::gate::error::GateError;
 
 use super::Opened;
 
-/// The session behind a connection, re-validated now; `Err` is the reason to close.
-pub(super) async fn session(
-    app: &App,
-    session_id: &str,
-    user: &str,
-    activity: u64,
-) -> Result<Principal, String> {
-    crate::authn::session::recheck(app, session_id, user, activity).await
-}
-
 /// Whether the current routes and policy still grant `opened` to `principal`. A step-up
 /// requirement is not a reason to cut a call that was opened with fresh factors.
 pub(super) async fn route(app: &App, principal: &Principal, opened: &Opened) -> Result<(), String> {

@@ -37,12 +37,13 @@ pub struct Revocable {
 }
 
 impl Revocable {
-    /// Wraps `inner` if it may stream for long; small bodies of known length pass unchanged.
+    /// Whether `body` may stream for long: not empty and not a small body of known length.
+    pub fn may_last(body: &Body) -> bool {
+        !body.is_end_stream() && body.size_hint().exact().is_none_or(|n| n > SMALL_BODY)
+    }
+
+    /// Wraps a body for which [`Revocable::may_last`] holds.
     pub fn wrap(inner: Body, registry: &Arc<LiveConnections>, opened: Opened) -> Body {
-        let hint = inner.size_hint();
-        if inner.is_end_stream() || hint.exact().is_some_and(|n| n <= SMALL_BODY) {
-            return inner;
-        }
         let activity = Arc::new(AtomicU64::new(crate::state::unix_now()));
         let registry = Arc::clone(registry);
         let shared_activity = Arc::clone(&activity);

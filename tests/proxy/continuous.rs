@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::auth::{add_user, code, next_code, token};
+use crate::support::auth::{add_user, code, get_status, logout, next_code, token};
 use crate::support::{config, raw, run_cli, write_config, Backend, Wardgate};
 
 pub(crate) type Socket =
@@ -18,8 +18,8 @@ pub(crate) type Socket =
 
 pub(crate) const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
 
-/// Opens a WebSocket to `path` authenticated by `token`.
-pub(crate) async fn open_ws(proxy: &Wardgate, path: &str, token: &str) -> Socket {
+/// Opens a WebSocket to `path`, authenticated by `token` if given.
+pub(crate) async fn open_ws(proxy: &Wardgate, path: &str, token: Option<&str>) -> Socket {
     let tls = raw::connect(
         proxy.public,
         raw::client_config(&proxy.dev_cert(), &[b"http/1.1"]),
@@ -28,10 +28,12 @@ pub(crate) async fn open_ws(proxy: &Wardgate, path: &str, token: &str) -> Socket
     .expect("tls");
     let url = format!("wss://127.0.0.1:{}{path}", proxy.public.port());
     let mut request = url.into_client_request().expect("request");
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header"),
-    );
+    if let Some(token) = token {
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+    }
     let (socket, response) = tokio_tungstenite::client_async(request, tls)
         .await
         .expect("websocket handshake");
@@ -147,20 +149,13 @@ async fn a_websocket_lives_with_its_session_and_logout_elsewhere_closes_it_with_
     let mut proxy = Wardgate::start_in(dir, path);
     let token = token(&proxy, &alice, &code(&alice)).await;
 
-    let mut socket = open_ws(&proxy, "/private/ws", &token).await;
+    let mut socket = open_ws(&proxy, "/private/ws", Some(&token)).await;
     echo(&mut socket, "vitals: hr 72").await;
     // The checker has re-validated the session several times meanwhile; it still holds.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     echo(&mut socket, "vitals: hr 74").await;
 
-    let logout = proxy
-        .client()
-        .post(proxy.url("/.wardgate/api/logout"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("logout");
-    assert_eq!(logout.status(), 204);
+    logout(&proxy, &token).await;
     let (code, took) = closed(&mut socket, Duration::from_secs(2)).await;
     assert_eq!(code, CloseCode::Policy);
     assert!(took <= Duration::from_secs(1), "closed after {took:?}");
@@ -206,9 +201,9 @@ async fn session_inventory_and_revocation_close_every_socket_of_the_user() {
     let bobs = token(&proxy, &bob, &code(&bob)).await;
     let mut sockets = Vec::new();
     for token in [&first, &second] {
-        sockets.push(open_ws(&proxy, "/private/ws", token).await);
+        sockets.push(open_ws(&proxy, "/private/ws", Some(&token)).await);
     }
-    let mut bob_socket = open_ws(&proxy, "/private/ws", &bobs).await;
+    let mut bob_socket = open_ws(&proxy, "/private/ws", Some(&bobs)).await;
 
     let config = path.to_str().expect("path");
     let (status, out, err) = run_cli(
@@ -264,15 +259,7 @@ async fn session_inventory_and_revocation_close_every_socket_of_the_user() {
         assert!(took <= Duration::from_secs(1), "closed after {took:?}");
     }
     echo(&mut bob_socket, "bob is unaffected").await;
-    let status = proxy
-        .client()
-        .get(proxy.url("/private/chart"))
-        .bearer_auth(&first)
-        .send()
-        .await
-        .expect("request")
-        .status();
-    assert_eq!(status, 401);
+    assert_eq!(get_status(&proxy, "/private/chart", &first).await, 401);
 
     let bob_id = sessions
         .iter()
@@ -300,7 +287,7 @@ async fn disabling_the_user_and_reloading_closes_the_socket() {
     let carol = add_user(&path, "carol", &[], true);
     let proxy = Wardgate::start_in(dir, path.clone());
     let token = token(&proxy, &carol, &code(&carol)).await;
-    let mut socket = open_ws(&proxy, "/private/ws", &token).await;
+    let mut socket = open_ws(&proxy, "/private/ws", Some(&token)).await;
     echo(&mut socket, "chat: hello").await;
 
     let (status, out, err) = crate::support::auth::cli(&path, &["disable", "carol"], "");
@@ -330,7 +317,7 @@ async fn the_absolute_lifetime_closes_an_active_socket_on_time() {
     let proxy = Wardgate::start_in(dir, path);
     let signed_in = Instant::now();
     let token = token(&proxy, &dave, &code(&dave)).await;
-    let mut socket = open_ws(&proxy, "/private/ws", &token).await;
+    let mut socket = open_ws(&proxy, "/private/ws", Some(&token)).await;
     // Busy the whole time: activity does not extend the absolute lifetime.
     let ended_at = loop {
         socket.send(Message::text("frame")).await.expect("send");
@@ -361,21 +348,13 @@ async fn socket_traffic_keeps_the_session_alive_and_silence_ends_it() {
     let erin = add_user(&path, "erin", &[], true);
     let proxy = Wardgate::start_in(dir, path);
     let token = token(&proxy, &erin, &code(&erin)).await;
-    let mut socket = open_ws(&proxy, "/private/ws", &token).await;
+    let mut socket = open_ws(&proxy, "/private/ws", Some(&token)).await;
     for n in 0..9 {
         echo(&mut socket, &format!("heartbeat {n}")).await;
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     // 3.6 s after sign-in, longer than the idle timeout: the socket's traffic counted.
-    let status = proxy
-        .client()
-        .get(proxy.url("/private/chart"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("request")
-        .status();
-    assert_eq!(status, 200);
+    assert_eq!(get_status(&proxy, "/private/chart", &token).await, 200);
     let (code, took) = closed(&mut socket, Duration::from_secs(5)).await;
     assert_eq!(code, CloseCode::Policy);
     assert!(took <= Duration::from_millis(3300), "closed after {took:?}");
@@ -391,7 +370,7 @@ async fn a_reload_that_no_longer_grants_the_route_closes_the_socket() {
     let frank = add_user(&path, "frank", &["--role", "clinician"], true);
     let proxy = Wardgate::start_in(dir, path);
     let token = token(&proxy, &frank, &code(&frank)).await;
-    let mut socket = open_ws(&proxy, "/patients/7/ws", &token).await;
+    let mut socket = open_ws(&proxy, "/patients/7/ws", Some(&token)).await;
     echo(&mut socket, "video: offer").await;
 
     let narrowed = toml.replace("allow = [{ roles = [\"clinician\"] }, ", "allow = [");
@@ -426,13 +405,7 @@ async fn a_long_response_stream_is_reset_when_its_session_ends() {
     while started.elapsed() < Duration::from_millis(1500) {
         stream.chunk().await.expect("tick").expect("more ticks");
     }
-    let logout = client
-        .post(proxy.url("/.wardgate/api/logout"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("logout");
-    assert_eq!(logout.status(), 204);
+    logout(&proxy, &token).await;
     let revoked = Instant::now();
     let outcome = loop {
         match tokio::time::timeout(Duration::from_secs(3), stream.chunk()).await {

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::support::auth::{add_user, code, login, next_code, token, PASSWORD};
+use crate::support::auth::{add_user, code, get_status, login, logout, next_code, token, PASSWORD};
 use crate::support::redis::RedisServer;
 use crate::support::{config, write_config, Backend, Wardgate};
 
@@ -47,18 +47,6 @@ fn replica_configs(
     (dir, paths)
 }
 
-async fn get(proxy: &Wardgate, token: &str) -> u16 {
-    proxy
-        .client()
-        .get(proxy.url(PROTECTED))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request")
-        .status()
-        .as_u16()
-}
-
 async fn readyz(proxy: &Wardgate) -> u16 {
     match reqwest::get(proxy.admin_url("/readyz")).await {
         Ok(response) => response.status().as_u16(),
@@ -98,19 +86,12 @@ async fn a_session_opened_on_one_replica_works_on_all_and_logout_on_any_ends_it_
     let token = token(&a, &alice, &code(&alice)).await;
     // Every replica accepts it, and has it in its local session cache now.
     for proxy in [&a, &b, &c] {
-        assert_eq!(get(proxy, &token).await, 200);
+        assert_eq!(get_status(proxy, PROTECTED, &token).await, 200);
     }
-    let logout = b
-        .client()
-        .post(b.url("/.wardgate/api/logout"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("logout");
-    assert_eq!(logout.status(), 204);
+    logout(&b, &token).await;
     // Refused on the very next request everywhere, although the cache would still be fresh.
     for proxy in [&a, &c, &b] {
-        assert_eq!(get(proxy, &token).await, 401);
+        assert_eq!(get_status(proxy, PROTECTED, &token).await, 401);
     }
     // Each replica writes its own audit chain with its own replica id.
     let audit = std::fs::read_dir(a.config_path.parent().expect("dir").join("audit-1"))
@@ -211,7 +192,7 @@ async fn redis_outage_fails_closed_then_recovers_without_restart() {
     })
     .await;
     let token = token(&proxy, &dave, &code(&dave)).await;
-    assert_eq!(get(&proxy, &token).await, 200);
+    assert_eq!(get_status(&proxy, PROTECTED, &token).await, 200);
 
     // Load keeps running while Redis dies: nothing is forwarded without a verified session.
     let forwarded_before = backend.seen().len();
@@ -275,12 +256,12 @@ async fn redis_outage_fails_closed_then_recovers_without_restart() {
     })
     .await;
     assert_eq!(
-        get(&proxy, &token).await,
+        get_status(&proxy, PROTECTED, &token).await,
         401,
         "the session died with Redis"
     );
     let fresh = token_after_outage(&proxy, &dave).await;
-    assert_eq!(get(&proxy, &fresh).await, 200);
+    assert_eq!(get_status(&proxy, PROTECTED, &fresh).await, 200);
 }
 
 /// Logs in with whichever of the current and next codes has not been spent (the store's memory
@@ -306,7 +287,7 @@ async fn every_key_wardgate_writes_to_redis_expires() {
     let erin = add_user(&paths[0], "erin", &["--role", "clinician"], true);
     let proxy = Wardgate::start_in(dir, paths[0].clone());
     let token = token(&proxy, &erin, &code(&erin)).await;
-    assert_eq!(get(&proxy, &token).await, 200);
+    assert_eq!(get_status(&proxy, PROTECTED, &token).await, 200);
     assert_eq!(
         login(&proxy, "erin", "wrong password!!", "000000")
             .await
@@ -434,19 +415,12 @@ async fn a_logout_on_one_replica_closes_the_websocket_held_on_another() {
         .await;
     }
     let token = token(&a, &gail, &code(&gail)).await;
-    let mut socket = open_ws(&b, "/private/ws", &token).await;
+    let mut socket = open_ws(&b, "/private/ws", Some(&token)).await;
     echo(&mut socket, "signalling: offer").await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     echo(&mut socket, "signalling: candidate").await;
 
-    let logout = a
-        .client()
-        .post(a.url("/.wardgate/api/logout"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("logout");
-    assert_eq!(logout.status(), 204);
+    logout(&a, &token).await;
     let (code, took) = closed(&mut socket, Duration::from_secs(2)).await;
     assert_eq!(code, CloseCode::Policy);
     assert!(

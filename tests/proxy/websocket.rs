@@ -5,23 +5,10 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{config, raw, Backend, Wardgate};
+use crate::support::{config, Backend, Wardgate};
 
-async fn open(
-    proxy: &Wardgate,
-) -> tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    let tls = raw::connect(
-        proxy.public,
-        raw::client_config(&proxy.dev_cert(), &[b"http/1.1"]),
-    )
-    .await
-    .expect("tls");
-    let url = format!("wss://127.0.0.1:{}/ws", proxy.public.port());
-    let (socket, response) = tokio_tungstenite::client_async(url, tls)
-        .await
-        .expect("websocket handshake");
-    assert_eq!(response.status(), 101);
-    socket
+async fn open(proxy: &Wardgate) -> crate::continuous::Socket {
+    crate::continuous::open_ws(proxy, "/ws", None).await
 }
 
 #[tokio::test]

@@ -111,3 +111,28 @@ pub async fn token(proxy: &Wardgate, user: &TestUser, totp: &str) -> String {
     let body: serde_json::Value = response.json().await.expect("json");
     body["token"].as_str().expect("token").to_string()
 }
+
+/// `POST /.wardgate/api/logout` with a bearer token; expects 204.
+pub async fn logout(proxy: &Wardgate, token: &str) {
+    let response = proxy
+        .client()
+        .post(proxy.url("/.wardgate/api/logout"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(response.status(), 204, "logout");
+}
+
+/// The status of a GET of `path` with a bearer token.
+pub async fn get_status(proxy: &Wardgate, path: &str, token: &str) -> u16 {
+    proxy
+        .client()
+        .get(proxy.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
