@@ -201,7 +201,7 @@ async fn session_inventory_and_revocation_close_every_socket_of_the_user() {
     let bobs = token(&proxy, &bob, &code(&bob)).await;
     let mut sockets = Vec::new();
     for token in [&first, &second] {
-        sockets.push(open_ws(&proxy, "/private/ws", Some(&token)).await);
+        sockets.push(open_ws(&proxy, "/private/ws", Some(token)).await);
     }
     let mut bob_socket = open_ws(&proxy, "/private/ws", Some(&bobs)).await;
 
