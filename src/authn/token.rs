@@ -84,9 +84,8 @@ pub struct SessionKeys {
     verified: dashmap::DashMap<Box<str>, VerifiedToken>,
 }
 
-#[derive(Clone)]
 struct VerifiedToken {
-    claims: SessionClaims,
+    claims: std::sync::Arc<SessionClaims>,
     issuer: Box<str>,
 }
 
@@ -163,22 +162,26 @@ impl SessionKeys {
         jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| e.to_string())
     }
 
-    /// Verifies a token issued by `issuer`.
-    pub fn verify(&self, token: &str, issuer: &str) -> Result<SessionClaims, TokenError> {
+    /// Verifies a token issued by `issuer` (shared, so a repeat costs no allocation).
+    pub fn verify(
+        &self,
+        token: &str,
+        issuer: &str,
+    ) -> Result<std::sync::Arc<SessionClaims>, TokenError> {
         let now = crate::state::unix_now();
         if let Some(hit) = self.verified.get(token) {
             if &*hit.issuer == issuer && now < hit.claims.exp {
-                return Ok(hit.claims.clone());
+                return Ok(std::sync::Arc::clone(&hit.claims));
             }
         }
-        let claims = self.verify_signed(token, issuer)?;
+        let claims = std::sync::Arc::new(self.verify_signed(token, issuer)?);
         if self.verified.len() >= VERIFIED_LIMIT {
             self.verified.clear();
         }
         self.verified.insert(
             token.into(),
             VerifiedToken {
-                claims: claims.clone(),
+                claims: std::sync::Arc::clone(&claims),
                 issuer: issuer.into(),
             },
         );
