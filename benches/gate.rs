@@ -68,6 +68,7 @@ fn build(runtime: &tokio::runtime::Runtime, state: Arc<dyn StateStore>) -> (App,
             vec!["pwd".into(), "otp".into()],
             "127.0.0.1".into(),
             now,
+            None,
         )
         .await
         .expect("session");

@@ -38,6 +38,8 @@ pub struct App {
     pub admin_token: Option<String>,
     /// Long-lived connections under continuous validation; outlives reloads.
     pub live: Arc<crate::live::LiveConnections>,
+    /// Identity providers for single sign-on.
+    pub oidc: crate::authn::oidc::OidcProviders,
     pools: HashMap<String, Arc<UpstreamPool>>,
 }
 
@@ -62,6 +64,10 @@ impl App {
             None => None,
             Some(path) => Some(read_token(path)?),
         };
+        let oidc = crate::authn::oidc::OidcProviders::start(
+            &config.oidc_providers,
+            &config.listen.public_url,
+        )?;
         let mut pools = HashMap::new();
         for (name, upstream) in &config.upstreams {
             let pool = Arc::new(UpstreamPool::new(name, upstream, &config.proxy)?);
@@ -78,6 +84,7 @@ impl App {
             assertions,
             admin_token,
             live,
+            oidc,
             pools,
             config: Arc::new(config),
         })

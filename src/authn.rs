@@ -18,6 +18,7 @@ use crate::gate::error::GateError;
 
 pub mod events;
 pub mod lockout;
+pub mod oidc;
 pub mod password;
 pub mod portal;
 pub mod session;

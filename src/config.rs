@@ -20,6 +20,7 @@ use crate::gate::route::{HostPattern, PathPattern};
 
 pub mod error;
 pub mod file;
+pub mod oidc;
 mod rules;
 mod sections;
 pub mod state;
@@ -41,6 +42,8 @@ pub struct Config {
     pub admin_token_file: Option<PathBuf>,
     /// The shared state store.
     pub state: state::StateConfig,
+    /// Identity providers for single sign-on (`[[oidc.providers]]`).
+    pub oidc_providers: Vec<oidc::ProviderConfig>,
     /// Data directory (dev certificate, later keys and state).
     pub data_dir: PathBuf,
     /// Logging.

@@ -36,6 +36,41 @@ pub struct SessionRecord {
     pub amr: Vec<String>,
     /// Source IP at login.
     pub source_ip: String,
+    /// Set when the session was opened through an identity provider (single sign-on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso: Option<std::sync::Arc<SsoLogin>>,
+}
+
+/// What an identity provider asserted for a single-sign-on session. The identity (roles,
+/// groups, claims mapped from the provider's ID token) is what policies see; the provider's
+/// `sub` and `sid` let a back-channel logout find the session.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SsoLogin {
+    /// `[[oidc.providers]] name`.
+    pub provider: String,
+    /// The provider's `sub`.
+    pub subject: String,
+    /// The provider's session id (`sid`), when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_sid: Option<String>,
+    /// The account as the provider describes it (no password, no TOTP secret).
+    pub identity: std::sync::Arc<crate::authn::users::User>,
+}
+
+/// A single-sign-on login between the redirect to the provider and its callback. Bound to the
+/// browser by a cookie holding the key it is stored under; spent on first use.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SsoFlow {
+    /// Provider name.
+    pub provider: String,
+    /// The `state` sent to the provider.
+    pub csrf_state: String,
+    /// The `nonce` the ID token must carry.
+    pub nonce: String,
+    /// PKCE verifier (S256).
+    pub pkce_verifier: String,
+    /// Same-origin path to return to.
+    pub return_to: String,
 }
 
 /// A login that passed the password step and waits for its TOTP code (browser flow).
@@ -45,6 +80,10 @@ pub struct PendingLogin {
     pub user: String,
     /// Same-origin path to return to after login.
     pub return_to: String,
+    /// A single-sign-on login whose provider showed no second factor: Wardgate's TOTP step
+    /// completes it with this identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso: Option<std::sync::Arc<SsoLogin>>,
 }
 
 /// Failure counter of one key (an account name or a source address).
@@ -149,6 +188,12 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     async fn get_pending(&self, id: &str) -> Result<Option<PendingLogin>, StateError>;
     /// Removes a half-finished login.
     async fn drop_pending(&self, id: &str) -> Result<(), StateError>;
+    /// Stores a single-sign-on login waiting for the provider's callback, for `ttl`.
+    async fn put_sso_flow(&self, id: &str, flow: &SsoFlow, ttl: Duration)
+        -> Result<(), StateError>;
+    /// Reads and removes a single-sign-on login (each is used once: a replayed callback
+    /// finds nothing).
+    async fn take_sso_flow(&self, id: &str) -> Result<Option<SsoFlow>, StateError>;
 }
 
 /// Milliseconds since the Unix epoch.

@@ -19,6 +19,12 @@ pub enum Event {
     Logout,
     /// The second factor was proved again for a route's `max_auth_age`.
     StepUp,
+    /// Signed in through an identity provider.
+    SsoLogin,
+    /// A single-sign-on login was refused (bad callback, token, or provider down).
+    SsoFailed,
+    /// An identity provider's back-channel logout ended sessions.
+    BackchannelLogout,
 }
 
 impl Event {
@@ -32,6 +38,9 @@ impl Event {
             Event::Enroll => "enroll",
             Event::Logout => "logout",
             Event::StepUp => "step_up",
+            Event::SsoLogin => "sso_login",
+            Event::SsoFailed => "sso_failed",
+            Event::BackchannelLogout => "backchannel_logout",
         }
     }
 }
@@ -44,10 +53,15 @@ pub fn emit(app: &crate::app::App, event: Event, user: &str, src_ip: &str, reaso
     record.reason = Some(reason.to_string());
     app.audit.submit_or_wait(record);
     match event {
-        Event::Login | Event::Enroll | Event::Logout | Event::StepUp => {
+        Event::Login
+        | Event::Enroll
+        | Event::Logout
+        | Event::StepUp
+        | Event::SsoLogin
+        | Event::BackchannelLogout => {
             tracing::info!(target: "wardgate::security", event = event.name(), user, src_ip, reason, "security event")
         }
-        Event::LoginFailed | Event::TotpFailed | Event::Lockout => {
+        Event::LoginFailed | Event::TotpFailed | Event::Lockout | Event::SsoFailed => {
             tracing::warn!(target: "wardgate::security", event = event.name(), user, src_ip, reason, "security event")
         }
     }

@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::app::App;
+use crate::authn::oidc;
 use crate::body::{self, Body};
 use crate::gate::context::RequestCtx;
 use crate::gate::error::GateError;
@@ -18,7 +19,8 @@ use crate::gate::target::RequestTarget;
 
 mod api;
 pub mod flow;
-mod pages;
+pub(crate) mod notice;
+pub(crate) mod pages;
 
 /// Largest body accepted by a portal endpoint.
 const MAX_PORTAL_BODY: usize = 16 * 1024;
@@ -40,12 +42,16 @@ pub async fn handle(
     ctx.login_redirect = None;
     let method = req.method().clone();
     let origin = crate::authn::request_origin(req.headers(), &app.config.listen.public_url);
-    if method == Method::POST && origin == crate::authn::RequestOrigin::Foreign {
+    // The back-channel logout is a server-to-server POST proven by its signed logout token.
+    let backchannel = target.path == "/.wardgate/oidc/backchannel-logout";
+    if method == Method::POST && origin == crate::authn::RequestOrigin::Foreign && !backchannel {
         return Err(GateError::Forbidden("cross-origin POST to the portal"));
     }
     let mut response = match (method, target.path.as_str()) {
         (Method::GET, "/.wardgate" | "/.wardgate/") => pages::home(app, &req).await,
-        (Method::GET, "/.wardgate/login") => Ok(pages::login_form(target, None, StatusCode::OK)),
+        (Method::GET, "/.wardgate/login") => {
+            Ok(pages::login_form(app, target, None, StatusCode::OK))
+        }
         (Method::POST, "/.wardgate/login") => pages::login_submit(app, ctx, req).await,
         (Method::GET, "/.wardgate/login/totp") => pages::code_form(app, &req, false).await,
         (Method::GET, "/.wardgate/enroll") => pages::code_form(app, &req, true).await,
@@ -63,6 +69,16 @@ pub async fn handle(
         (Method::POST, "/.wardgate/api/logout") => api::logout(app, ctx, req).await,
         (Method::POST, "/.wardgate/api/step-up") => api::step_up(app, ctx, req).await,
         (Method::POST, "/.wardgate/api/break-glass") => api::break_glass(app, ctx, req).await,
+        (Method::GET, "/.wardgate/oidc/callback") => {
+            oidc::login::callback(app, ctx, target, req.headers()).await
+        }
+        (Method::POST, "/.wardgate/oidc/backchannel-logout") => {
+            oidc::backchannel::receive(app, ctx, req).await
+        }
+        (Method::GET, path) if oidc_start(path).is_some() => {
+            let name = oidc_start(path).unwrap_or_default();
+            oidc::login::start(app, ctx, target, name).await
+        }
         _ => Err(GateError::NoRoute),
     }?;
     response
@@ -71,8 +87,15 @@ pub async fn handle(
     Ok(response)
 }
 
+/// The provider name in `/.wardgate/oidc/NAME/start`.
+fn oidc_start(path: &str) -> Option<&str> {
+    path.strip_prefix("/.wardgate/oidc/")?
+        .strip_suffix("/start")
+        .filter(|name| !name.contains('/'))
+}
+
 /// Reads a small body, refusing anything over [`MAX_PORTAL_BODY`].
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, GateError> {
+pub(crate) async fn read_body(req: Request<Incoming>) -> Result<Bytes, GateError> {
     Limited::new(req.into_body(), MAX_PORTAL_BODY)
         .collect()
         .await
@@ -80,7 +103,7 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, GateError> {
         .map_err(|_| GateError::BodyTooLarge)
 }
 
-fn has_content_type<B>(req: &Request<B>, expected: &str) -> bool {
+pub(crate) fn has_content_type<B>(req: &Request<B>, expected: &str) -> bool {
     req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -99,12 +122,23 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body
 }
 
 /// `Set-Cookie` for a `__Host-` cookie (Secure, HttpOnly, SameSite=Strict, Path=/).
-fn set_cookie(name: &str, value: &str, max_age: u64) -> HeaderValue {
+pub(crate) fn set_cookie(name: &str, value: &str, max_age: u64) -> HeaderValue {
     HeaderValue::from_str(&format!(
         "{name}={value}; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}"
     ))
     .unwrap_or(HeaderValue::from_static(
         "__Host-wardgate=; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+    ))
+}
+
+/// Like [`set_cookie`] with `SameSite=Lax`, for the one cookie that must come back on the
+/// identity provider's cross-site redirect (the single-sign-on flow key).
+pub(crate) fn set_lax_cookie(name: &str, value: &str, max_age: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Secure; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}"
+    ))
+    .unwrap_or(HeaderValue::from_static(
+        "__Host-wardgate-sso=; Secure; HttpOnly; SameSite=Lax; Path=/; Max-Age=0",
     ))
 }
 
@@ -136,13 +170,14 @@ async fn session_for_post(
 }
 
 /// Ends the session a logout request carries, if it is still valid (logging out twice is fine).
+/// For a single-sign-on session, returns the provider's logout URL (RP-initiated logout).
 async fn end_session(
     app: &App,
     ctx: &RequestCtx,
     headers: &http::HeaderMap,
-) -> Result<(), GateError> {
+) -> Result<Option<String>, GateError> {
     let Some((token, _)) = crate::authn::credential(headers) else {
-        return Ok(());
+        return Ok(None);
     };
     if let Ok(principal) =
         crate::authn::session::validate(app, token, crate::state::unix_now()).await
@@ -159,6 +194,9 @@ async fn end_session(
             &ip,
             "user logout",
         );
+        if let Some(sso) = &principal.sso {
+            return Ok(oidc::login::end_session_url(app, sso).await);
+        }
     }
-    Ok(())
+    Ok(None)
 }

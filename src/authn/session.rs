@@ -16,7 +16,7 @@ use super::token::{SessionClaims, SESSION_AUDIENCE};
 use super::users::User;
 use crate::app::App;
 use crate::gate::error::GateError;
-use crate::state::SessionRecord;
+use crate::state::{SessionRecord, SsoLogin};
 
 /// How long the state store keeps a session record past its lifetime.
 const STORE_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -34,6 +34,8 @@ pub struct Principal {
     pub amr: Vec<String>,
     /// When the session ends at the latest.
     pub expires_at: u64,
+    /// The identity provider's login, for a single-sign-on session.
+    pub sso: Option<Arc<SsoLogin>>,
 }
 
 impl Principal {
@@ -49,6 +51,7 @@ impl Principal {
             "auth_time": self.auth_time,
             "amr": self.amr,
             "expires_at": self.expires_at,
+            "provider": self.sso.as_ref().map(|sso| sso.provider.as_str()),
         })
     }
 }
@@ -60,13 +63,21 @@ pub fn random_id() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Creates a session for `user` and returns its token and lifetime in seconds.
+/// Whether `amr` shows two factors: Wardgate's TOTP (`otp`) or an identity provider's
+/// multi-factor login (`mfa`).
+pub fn two_factor(amr: &[String]) -> bool {
+    amr.iter().any(|m| m == "otp" || m == "mfa")
+}
+
+/// Creates a session for `user` and returns its token and lifetime in seconds. `sso` is the
+/// identity provider's login when the session comes from single sign-on.
 pub async fn create(
     app: &App,
     user: &User,
     amr: Vec<String>,
     source_ip: String,
     now: u64,
+    sso: Option<Arc<SsoLogin>>,
 ) -> Result<(String, u64), GateError> {
     let lifetime = app.config.auth.max_lifetime.as_secs();
     let record = SessionRecord {
@@ -78,6 +89,7 @@ pub async fn create(
         last_seen: now,
         amr: amr.clone(),
         source_ip,
+        sso,
     };
     // The store keeps the record a minute past the lifetime, so the lifetime check (not the
     // store's expiry) ends it and live connections learn the precise reason.
@@ -151,17 +163,24 @@ fn check_record(
     if now.saturating_sub(last_activity.max(record.last_seen)) >= auth.idle_timeout.as_secs() {
         return Err(Ended::Idle);
     }
-    if !record.amr.iter().any(|m| m == "otp") {
+    if !two_factor(&record.amr) {
         return Err(Ended::NoSecondFactor);
     }
-    let user = app.users.get(&record.user).ok_or(Ended::UserRemoved)?;
-    if user.disabled {
-        return Err(Ended::UserDisabled);
+    let local = app.users.get(&record.user);
+    // A single-sign-on user needs no local account, but one of the same name (which holds
+    // the TOTP secret of a provider without MFA) can still be disabled or reset.
+    if let Some(account) = &local {
+        if account.disabled {
+            return Err(Ended::UserDisabled);
+        }
+        if record.auth_ms < account.sessions_valid_after_ms {
+            return Err(Ended::CredentialsChanged);
+        }
     }
-    if record.auth_ms < user.sessions_valid_after_ms {
-        return Err(Ended::CredentialsChanged);
+    match &record.sso {
+        Some(sso) => Ok(Arc::clone(&sso.identity)),
+        None => local.ok_or(Ended::UserRemoved),
     }
-    Ok(user)
 }
 
 /// Ends a session whose time is up, on every replica.
@@ -181,6 +200,7 @@ fn principal(app: &App, user: Arc<User>, record: SessionRecord) -> Principal {
         auth_time: record.auth_time,
         amr: record.amr,
         expires_at: record.created + app.config.auth.max_lifetime.as_secs(),
+        sso: record.sso,
     }
 }
 

@@ -57,6 +57,9 @@ pub struct FileConfig {
     /// `[state]`: the shared state store.
     #[serde(default)]
     pub state: super::state::StateFile,
+    /// `[oidc]`: single sign-on through hospital identity providers.
+    #[serde(default)]
+    pub oidc: super::oidc::OidcFile,
     /// `[upstreams.NAME]`: backend pools.
     #[serde(default)]
     pub upstreams: BTreeMap<String, Spanned<UpstreamFile>>,

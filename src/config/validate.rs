@@ -42,6 +42,7 @@ pub(super) fn validate(
         .as_ref()
         .map(|f| secret_file(f, "admin.token_file", &mut sink, &resolve));
     let state = super::state::state(&file.state, &mut sink, &resolve);
+    let oidc_providers = super::oidc::providers(&file.oidc, &mut sink, &resolve);
     let log = super::sections::log(&file, &mut sink);
     let limits = super::sections::limits(&file);
     let proxy = super::sections::proxy(&file.proxy, &mut sink);
@@ -61,6 +62,7 @@ pub(super) fn validate(
         admin_addr,
         admin_token_file,
         state,
+        oidc_providers,
         data_dir,
         log,
         limits,

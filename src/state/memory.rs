@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
-use super::{Failures, LockPolicy, PendingLogin, SessionRecord, StateError, StateStore};
+use super::{Failures, LockPolicy, PendingLogin, SessionRecord, SsoFlow, StateError, StateStore};
 
 /// How long failure counters are remembered after the last failure.
 const FAILURE_MEMORY: Duration = Duration::from_secs(24 * 3600);
@@ -27,6 +27,7 @@ pub struct MemoryStore {
     failures: DashMap<String, Expiring<Failures>>,
     windows: DashMap<String, Expiring<u32>>,
     pending: DashMap<String, Expiring<PendingLogin>>,
+    sso_flows: DashMap<String, Expiring<SsoFlow>>,
     grants: DashMap<(String, String), Expiring<String>>,
 }
 
@@ -56,6 +57,7 @@ impl MemoryStore {
         self.failures.retain(|_, e| live(e));
         self.windows.retain(|_, e| live(e));
         self.pending.retain(|_, e| live(e));
+        self.sso_flows.retain(|_, e| live(e));
         self.grants.retain(|_, e| live(e));
     }
 }
@@ -244,5 +246,31 @@ impl StateStore for MemoryStore {
     async fn drop_pending(&self, id: &str) -> Result<(), StateError> {
         self.pending.remove(id);
         Ok(())
+    }
+
+    async fn put_sso_flow(
+        &self,
+        id: &str,
+        flow: &SsoFlow,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        let until = Instant::now() + ttl;
+        self.sso_flows.insert(
+            id.to_string(),
+            Expiring {
+                value: flow.clone(),
+                until,
+            },
+        );
+        Ok(())
+    }
+
+    async fn take_sso_flow(&self, id: &str) -> Result<Option<SsoFlow>, StateError> {
+        Ok(self
+            .sso_flows
+            .remove(id)
+            .map(|(_, e)| e)
+            .filter(live)
+            .map(|e| e.value))
     }
 }

@@ -9,6 +9,7 @@
 //! rl:KEY          hits in the current window                             TTL = window
 //! grant:ID:ROUTE  break-glass reason                                     TTL = grant duration
 //! pending:ID      JSON PendingLogin                                      TTL = login step timeout
+//! sso:ID          JSON SsoFlow (taken with GETDEL: one use)              TTL = 10 min
 //! revocations     pub/sub channel: `s:ID`, `u:USER`, heartbeat `h`
 //! ```
 //! Commands run on a small pool of multiplexed, self-reconnecting connections, each under
@@ -23,7 +24,7 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncCommands, IntoConnectionInfo, RedisResult};
 
-use super::{Failures, LockPolicy, PendingLogin, SessionRecord, StateError, StateStore};
+use super::{Failures, LockPolicy, PendingLogin, SessionRecord, SsoFlow, StateError, StateStore};
 use crate::config::state::RedisConfig;
 
 mod scripts;
@@ -441,5 +442,36 @@ impl StateStore for RedisStore {
         self.guard(conn.del::<_, i64>(self.key("pending", id)))
             .await
             .map(|_| ())
+    }
+
+    async fn put_sso_flow(
+        &self,
+        id: &str,
+        flow: &SsoFlow,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        let value = serde_json::to_string(flow)
+            .map_err(|e| StateError(format!("cannot encode sign-on: {e}")))?;
+        let mut conn = self.conn();
+        self.guard(conn.set_ex::<_, _, ()>(self.key("sso", id), value, secs(ttl)))
+            .await
+    }
+
+    async fn take_sso_flow(&self, id: &str) -> Result<Option<SsoFlow>, StateError> {
+        let mut conn = self.conn();
+        // GETDEL: read and spend in one step, so two replicas cannot both use one callback.
+        let value: Option<String> = self
+            .guard(
+                ::redis::cmd("GETDEL")
+                    .arg(self.key("sso", id))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        value
+            .map(|v| {
+                serde_json::from_str(&v)
+                    .map_err(|e| StateError(format!("redis: unreadable sign-on: {e}")))
+            })
+            .transpose()
     }
 }

@@ -83,9 +83,19 @@ pub(super) async fn logout(
             ));
         }
     }
-    super::end_session(app, ctx, req.headers()).await?;
-    let mut response = Response::new(body::empty());
-    *response.status_mut() = StatusCode::NO_CONTENT;
+    let provider_logout = super::end_session(app, ctx, req.headers()).await?;
+    let mut response = match provider_logout {
+        // A single-sign-on session: tell the client where to end the provider's session too.
+        Some(url) => json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "end_session_url": url }),
+        ),
+        None => {
+            let mut response = Response::new(body::empty());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            response
+        }
+    };
     response
         .headers_mut()
         .insert(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0));

@@ -125,9 +125,33 @@ pub async fn open_session(
         vec!["pwd".into(), "otp".into()],
         ip.clone(),
         unix_now(),
+        None,
     )
     .await?;
     emit(app, Event::Login, &user.name, &ip, "password and TOTP");
+    Ok(session)
+}
+
+/// Step 3 of a single-sign-on login whose provider showed no second factor: the provider
+/// proved the first factor, Wardgate's TOTP step the second.
+pub async fn open_sso_session(
+    app: &App,
+    ctx: &RequestCtx,
+    sso: Arc<crate::state::SsoLogin>,
+) -> Result<(String, u64), GateError> {
+    let ip = source_ip(ctx);
+    lockout::record_success(app, &sso.identity.name).await?;
+    let reason = format!("provider {} and Wardgate TOTP", sso.provider);
+    let session = session::create(
+        app,
+        &Arc::clone(&sso.identity),
+        vec!["fed".into(), "otp".into()],
+        ip.clone(),
+        unix_now(),
+        Some(Arc::clone(&sso)),
+    )
+    .await?;
+    emit(app, Event::SsoLogin, &sso.identity.name, &ip, &reason);
     Ok(session)
 }
 

@@ -29,9 +29,9 @@ const STEP_UP: &str = include_str!("../../../assets/portal/stepup.html");
 const CSS: &str = include_str!("../../../assets/portal/portal.css");
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-const PENDING_TTL: Duration = Duration::from_secs(300);
+pub(crate) const PENDING_TTL: Duration = Duration::from_secs(300);
 
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -39,7 +39,7 @@ fn escape(text: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-fn page(status: StatusCode, title: &str, content: &str) -> Response<Body> {
+pub(crate) fn page(status: StatusCode, title: &str, content: &str) -> Response<Body> {
     let html = LAYOUT
         .replace("{{title}}", &escape(title))
         .replace("{{content}}", content);
@@ -63,7 +63,7 @@ fn error_note(message: Option<&str>) -> String {
     })
 }
 
-fn see_other(location: &str) -> Response<Body> {
+pub(crate) fn see_other(location: &str) -> Response<Body> {
     let mut response = Response::new(body::empty());
     *response.status_mut() = StatusCode::SEE_OTHER;
     if let Ok(value) = HeaderValue::from_str(location) {
@@ -113,6 +113,7 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
 
 /// `GET /.wardgate/login?rd=PATH`.
 pub(super) fn login_form(
+    app: &App,
     target: &RequestTarget,
     error: Option<&str>,
     status: StatusCode,
@@ -123,13 +124,14 @@ pub(super) fn login_form(
         .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
         .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "rd").map(|(_, v)| v))
         .unwrap_or_else(|| "/".into());
-    render_login(&flow::safe_return(&rd), error, status)
+    render_login(app, &flow::safe_return(&rd), error, status)
 }
 
-fn render_login(rd: &str, error: Option<&str>, status: StatusCode) -> Response<Body> {
+fn render_login(app: &App, rd: &str, error: Option<&str>, status: StatusCode) -> Response<Body> {
     let content = LOGIN
         .replace("{{error}}", &error_note(error))
-        .replace("{{rd}}", &escape(rd));
+        .replace("{{rd}}", &escape(rd))
+        .replace("{{providers}}", &super::notice::provider_links(app, rd));
     page(status, "Sign in", &content)
 }
 
@@ -152,7 +154,7 @@ pub(super) async fn login_submit(
         Ok(user) => user,
         Err(error) => {
             return step_failure(error, |message, status| {
-                render_login(&rd, Some(message), status)
+                render_login(app, &rd, Some(message), status)
             })
         }
     };
@@ -160,6 +162,7 @@ pub(super) async fn login_submit(
     let pending = PendingLogin {
         user: user.name.clone(),
         return_to: rd,
+        sso: None,
     };
     app.state
         .put_pending(&pending_id, &pending, PENDING_TTL)
@@ -263,11 +266,14 @@ pub(super) async fn code_submit(
         let user = app.users.get(&user.name).unwrap_or(user);
         return step_failure(error, |message, status| {
             render_code_page(app, Some(ctx), &user, Some(message), status)
-                .unwrap_or_else(|_| render_login("/", Some(message), status))
+                .unwrap_or_else(|_| render_login(app, "/", Some(message), status))
         });
     }
     let user = app.users.get(&user.name).unwrap_or(user);
-    let (token, lifetime) = flow::open_session(app, ctx, &user).await?;
+    let (token, lifetime) = match pending.sso.clone() {
+        Some(sso) => flow::open_sso_session(app, ctx, sso).await?,
+        None => flow::open_session(app, ctx, &user).await?,
+    };
     app.state
         .drop_pending(&pending_id)
         .await
@@ -294,8 +300,8 @@ pub(super) async fn logout(
     if !same_origin(req.headers(), &app.config.listen.public_url) {
         return Err(GateError::Forbidden("logout form from another origin"));
     }
-    super::end_session(app, ctx, req.headers()).await?;
-    let mut response = see_other("/.wardgate/login");
+    let provider_logout = super::end_session(app, ctx, req.headers()).await?;
+    let mut response = see_other(provider_logout.as_deref().unwrap_or("/.wardgate/login"));
     response
         .headers_mut()
         .insert(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0));
