@@ -33,6 +33,8 @@ mod policy_table;
 mod replicas;
 #[path = "proxy/smuggling.rs"]
 mod smuggling;
+#[path = "proxy/sso.rs"]
+mod sso;
 #[path = "proxy/tls.rs"]
 mod tls;
 #[path = "proxy/tokens.rs"]

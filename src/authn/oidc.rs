@@ -53,7 +53,7 @@ pub const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 9] = [
 /// tokens must not turn into a flood of requests to the provider).
 const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// Shortest time between two discovery attempts of an unreachable provider.
-const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
+const DISCOVERY_RETRY: Duration = Duration::from_secs(2);
 /// Metadata and keys are fetched again this often even when nothing fails.
 const REDISCOVER_EVERY: Duration = Duration::from_secs(3600);
 /// Deadline of one request to the provider.

@@ -154,7 +154,7 @@ impl Rule {
             || !self.claims.is_empty()
             || !self.bindings.is_empty()
             || self.authenticated;
-        let mfa_ok = !self.mfa || !signed_in || subject.amr.iter().any(|m| m == "otp");
+        let mfa_ok = !self.mfa || !signed_in || crate::authn::session::two_factor(subject.amr);
         user_ok
             && cert_ok
             && claims_ok

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod backend;
 pub mod browser;
 pub mod certs;
+pub mod oidc;
 pub mod raw;
 pub mod redis;
 

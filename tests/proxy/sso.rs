@@ -1,0 +1,469 @@
+//! Single sign-on against a real, certified OpenID Provider (npm `oidc-provider` on loopback
+//! HTTPS): the scripted authorization code flow, identity mapping into policies, Wardgate's TOTP
+//! step when the provider shows no MFA, every refusal the issue names, key rotation, a provider
+//! that is down at start, and back-channel logout across replicas.
+
+use std::time::{Duration, Instant};
+
+use crate::support::auth::{add_user, code, PASSWORD};
+use crate::support::oidc::{location, OidcProvider};
+use crate::support::{config, write_config, Backend, Wardgate};
+
+/// A proxy whose config names `op` as provider `hospital`.
+fn proxy_for(backend: &Backend, op: &OidcProvider, extra: &str) -> Wardgate {
+    Wardgate::start(&config(
+        backend.addr,
+        &format!("{}{extra}", op.provider_toml("hospital")),
+    ))
+}
+
+/// Audit records of `event`, waiting briefly for the batched writer until one has a reason
+/// containing `needle`.
+async fn events(proxy: &Wardgate, event: &str, needle: &str) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let found: Vec<_> = crate::continuous::audit_records(proxy)
+            .into_iter()
+            .filter(|r| r["event"] == event)
+            .collect();
+        let seen = found
+            .iter()
+            .any(|r| r["reason"].as_str().unwrap_or("").contains(needle));
+        if seen || Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether one of `records` has a reason containing `needle`.
+fn has_reason(records: &[serde_json::Value], needle: &str) -> bool {
+    records
+        .iter()
+        .any(|r| r["reason"].as_str().unwrap_or("").contains(needle))
+}
+
+fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("__Host-wardgate="))
+        .and_then(|v| v.split(';').next())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+#[tokio::test]
+async fn sign_in_maps_provider_claims_into_policies_and_audit() {
+    let Some(mut op) = OidcProvider::prepare() else {
+        return;
+    };
+    let backend = Backend::start().await;
+    let proxy = proxy_for(&backend, &op, "");
+    op.start_for(&proxy);
+    let client = op.browser_like(&proxy);
+
+    let callback = op.sign_in(&proxy, &client, "drsmith", "idp-pass-1").await;
+    let done = client.get(&callback).send().await.expect("callback");
+    assert_eq!(done.status(), 200);
+    let token = session_cookie(&done).expect("session cookie");
+    let page = done.text().await.expect("page");
+    assert!(page.contains("/private/after-sso"), "{page}");
+
+    let who: serde_json::Value = client
+        .get(proxy.url("/.wardgate/session"))
+        .send()
+        .await
+        .expect("session")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(who["user"], "drsmith");
+    assert_eq!(who["roles"], serde_json::json!(["clinician"]));
+    assert_eq!(who["groups"], serde_json::json!(["cardiology"]));
+    assert_eq!(who["display_name"], "Dr Smith");
+    assert_eq!(who["provider"], "hospital");
+    assert_eq!(who["amr"], serde_json::json!(["fed", "mfa"]));
+
+    // The mapped role opens the PHI route exactly as a local clinician's would.
+    let phi = proxy
+        .client()
+        .get(proxy.url("/patients/1001/records"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("phi");
+    assert_eq!(
+        phi.status(),
+        200,
+        "{:?}",
+        crate::continuous::audit_records(&proxy)
+    );
+    assert_eq!(backend.last().path_and_query, "/patients/1001/records");
+    let logins = events(&proxy, "sso_login", "provider hospital").await;
+    assert_eq!(logins.len(), 1, "{logins:?}");
+    assert_eq!(logins[0]["user"], "drsmith");
+    assert!(has_reason(&logins, "amr pwd,mfa"), "{logins:?}");
+    let reads: Vec<_> = crate::continuous::audit_records(&proxy)
+        .into_iter()
+        .filter(|r| r["route"] == "patient-records" && r["user"] == "drsmith")
+        .collect();
+    assert!(
+        !reads.is_empty(),
+        "the PHI read is audited under the SSO user"
+    );
+
+    // The same callback cannot be used twice: the sign-on record was spent.
+    let replay = client.get(&callback).send().await.expect("replay");
+    assert_eq!(replay.status(), 400);
+
+    // RP-initiated logout: Wardgate ends its session and sends the user to the provider.
+    let out = proxy
+        .client()
+        .post(proxy.url("/.wardgate/api/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(out.status(), 200);
+    let body: serde_json::Value = out.json().await.expect("json");
+    let end = body["end_session_url"].as_str().expect("end_session_url");
+    assert!(end.starts_with(&op.issuer), "{end}");
+    assert!(end.contains("client_id=wardgate"), "{end}");
+    let after = proxy
+        .client()
+        .get(proxy.url("/patients/1001/records"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("after logout");
+    assert_eq!(after.status(), 401);
+}
+
+#[tokio::test]
+async fn provider_without_mfa_requires_the_wardgate_totp_step() {
+    let Some(mut op) = OidcProvider::prepare() else {
+        return;
+    };
+    let backend = Backend::start().await;
+    let proxy = proxy_for(&backend, &op, "");
+    op.start_for(&proxy);
+
+    // No MFA at the provider and no Wardgate authenticator: refused, with a clear page.
+    let client = op.browser_like(&proxy);
+    let callback = op.sign_in(&proxy, &client, "nurse", "idp-pass-2").await;
+    let refused = client.get(&callback).send().await.expect("callback");
+    assert_eq!(refused.status(), 403);
+    assert!(session_cookie(&refused).is_none());
+    let text = refused.text().await.expect("page");
+    assert!(text.contains("second factor"), "{text}");
+    let failures = events(&proxy, "sso_failed", "no Wardgate TOTP").await;
+    assert!(
+        has_reason(
+            &failures,
+            "nurse: no second factor from the provider and no Wardgate TOTP"
+        ),
+        "{failures:?}"
+    );
+
+    // With an enrolled Wardgate authenticator of the same name, the TOTP step completes it.
+    let nurse = add_user(&proxy.config_path, "nurse", &[], true);
+    proxy.signal("HUP");
+    assert!(proxy.wait_for_log("configuration reloaded", Duration::from_secs(5)));
+    let client = op.browser_like(&proxy);
+    let callback = op.sign_in(&proxy, &client, "nurse", "idp-pass-2").await;
+    let hop = client.get(&callback).send().await.expect("callback");
+    assert_eq!(hop.status(), 200);
+    assert!(
+        session_cookie(&hop).is_none(),
+        "no session before the TOTP step"
+    );
+    // The hop page moves on to the TOTP step (or its first-use confirmation page).
+    let page = hop.text().await.expect("page");
+    let step = ["/.wardgate/login/totp", "/.wardgate/enroll"]
+        .into_iter()
+        .find(|p| page.contains(&format!("url={}{p}", proxy.url(""))))
+        .unwrap_or_else(|| panic!("no TOTP step in {page}"));
+    let wrong = client
+        .post(proxy.url(step))
+        .header("origin", proxy.url(""))
+        .form(&[("code", "000000")])
+        .send()
+        .await
+        .expect("wrong code");
+    assert_eq!(wrong.status(), 401);
+    let done = client
+        .post(proxy.url(step))
+        .header("origin", proxy.url(""))
+        .form(&[("code", code(&nurse).as_str())])
+        .send()
+        .await
+        .expect("code");
+    assert_eq!(done.status(), 303, "{:?}", done.headers());
+    assert!(location(&done).ends_with("/private/after-sso"));
+    let who: serde_json::Value = client
+        .get(proxy.url("/.wardgate/session"))
+        .send()
+        .await
+        .expect("session")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(who["user"], "nurse");
+    assert_eq!(who["amr"], serde_json::json!(["fed", "otp"]));
+    assert_eq!(
+        who["roles"],
+        serde_json::json!(["nurse"]),
+        "roles come from the provider"
+    );
+    let logins = events(&proxy, "sso_login", "Wardgate TOTP").await;
+    assert!(
+        has_reason(&logins, "provider hospital and Wardgate TOTP"),
+        "{logins:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_tokens_and_callbacks_are_refused() {
+    let Some(mut op) = OidcProvider::prepare() else {
+        return;
+    };
+    let backend = Backend::start().await;
+    let proxy = proxy_for(&backend, &op, "");
+    op.start_for(&proxy);
+
+    // Tokens the provider is made to spoil (fault injection in the test harness).
+    let cases = [
+        (
+            "alg_none",
+            "ID token refused: Signature verification failed: No signature",
+        ),
+        ("wrong_nonce", "ID token refused: Invalid nonce"),
+        ("wrong_aud", "ID token refused: Invalid audiences"),
+        ("expired", "ID token refused: Expired"),
+        (
+            "tampered",
+            "ID token refused: Signature verification failed: Crypto error",
+        ),
+        ("wrong_iss", "ID token refused: Invalid issuer"),
+        ("future_iat", "in the future: check the clocks"),
+    ];
+    for (mode, expected) in cases {
+        let client = op.browser_like(&proxy);
+        let callback = op.sign_in(&proxy, &client, "drsmith", "idp-pass-1").await;
+        op.set_mode(mode).await;
+        let refused = client.get(&callback).send().await.expect("callback");
+        assert_eq!(refused.status(), 401, "{mode}");
+        assert!(session_cookie(&refused).is_none(), "{mode}");
+        let failures = events(&proxy, "sso_failed", expected).await;
+        assert!(has_reason(&failures, expected), "{mode}: {failures:?}");
+    }
+
+    // `state` that does not match the browser's sign-on.
+    let client = op.browser_like(&proxy);
+    let callback = op.sign_in(&proxy, &client, "drsmith", "idp-pass-1").await;
+    let forged = callback.replace("state=", "state=x");
+    let refused = client.get(&forged).send().await.expect("callback");
+    assert_eq!(refused.status(), 400);
+    let failures = events(&proxy, "sso_failed", "state mismatch").await;
+    assert!(has_reason(&failures, "provider hospital: state mismatch"));
+
+    // No sign-on cookie at all (another browser): refused.
+    let stranger = proxy
+        .client()
+        .get(&callback)
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(stranger.status(), 400);
+
+    // A replayed authorization code: spent once, then sent with a fresh sign-on's state.
+    let client = op.browser_like(&proxy);
+    let first = op.sign_in(&proxy, &client, "drsmith", "idp-pass-1").await;
+    assert_eq!(
+        client.get(&first).send().await.expect("first").status(),
+        200
+    );
+    let second = op.sign_in(&proxy, &client, "drsmith", "idp-pass-1").await;
+    let code_of = |url: &str| {
+        url.split(['?', '&'])
+            .find_map(|p| p.strip_prefix("code="))
+            .expect("code")
+            .to_string()
+    };
+    let replayed = second.replace(&code_of(&second), &code_of(&first));
+    let refused = client.get(&replayed).send().await.expect("replay");
+    assert_eq!(refused.status(), 401);
+    let failures = events(&proxy, "sso_failed", "invalid_grant").await;
+    assert!(
+        has_reason(&failures, "code exchange refused: invalid_grant"),
+        "{failures:?}"
+    );
+
+    // Nothing reached the backend on any refused sign-on.
+    assert!(backend.paths().is_empty(), "{:?}", backend.paths());
+}
+
+#[tokio::test]
+async fn provider_down_at_start_then_key_rotation_without_restart() {
+    let Some(mut op) = OidcProvider::prepare() else {
+        return;
+    };
+    let backend = Backend::start().await;
+    let (dir, path) = write_config(&config(backend.addr, &op.provider_toml("hospital")));
+    let carol = add_user(&path, "carol", &["--role", "clinician"], true);
+    let proxy = Wardgate::start_in(dir, path);
+
+    // The provider is not running: a clear 503, and local login still works.
+    let down = proxy
+        .client()
+        .get(proxy.url("/.wardgate/oidc/hospital/start"))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(down.status(), 503);
+    assert!(down
+        .text()
+        .await
+        .expect("page")
+        .contains("cannot be reached"));
+    let local = crate::support::auth::login(&proxy, "carol", PASSWORD, &code(&carol)).await;
+    assert_eq!(local.status(), 200);
+    let login_page = proxy
+        .client()
+        .get(proxy.url("/.wardgate/login?rd=/private/x"))
+        .send()
+        .await
+        .expect("login page")
+        .text()
+        .await
+        .expect("html");
+    assert!(login_page.contains("id=\"sso-hospital\""), "{login_page}");
+    assert!(login_page.contains("Sign in with Test Hospital"));
+
+    // Provider up: discovery is retried and sign-on works.
+    op.start_for(&proxy);
+    let client = op.browser_like(&proxy);
+    let callback = op.sign_in(&proxy, &client, "drsmith", "idp-pass-1").await;
+    assert_eq!(
+        client.get(&callback).send().await.expect("cb").status(),
+        200
+    );
+
+    // The provider restarts with a new signing key; Wardgate fetches the new key set when it
+    // meets the unknown kid (once the 5 s refresh interval has passed), without a restart.
+    op.restart();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let client = op.browser_like(&proxy);
+    let callback = op.sign_in(&proxy, &client, "drsmith", "idp-pass-1").await;
+    let after = client.get(&callback).send().await.expect("cb");
+    assert_eq!(after.status(), 200, "{}", proxy.logs());
+    assert!(proxy.logs().contains("identity provider keys refreshed"));
+}
+
+#[tokio::test]
+async fn backchannel_logout_ends_sessions_on_every_replica() {
+    let Some(mut op) = OidcProvider::prepare() else {
+        return;
+    };
+    let Some(redis) = crate::support::redis::RedisServer::start() else {
+        return;
+    };
+    let backend = Backend::start().await;
+    let extra = format!("{}{}", op.provider_toml("hospital"), redis.state_toml());
+    let (dir, first) = write_config(&config(
+        backend.addr,
+        &format!("{extra}\n[audit]\ndir = \"audit-a\"\nreplica = \"a\"\n"),
+    ));
+    let second = dir.path().join("b.toml");
+    std::fs::write(
+        &second,
+        config(
+            backend.addr,
+            &format!("{extra}\n[audit]\ndir = \"audit-b\"\nreplica = \"b\"\n"),
+        ),
+    )
+    .expect("b");
+    let a = Wardgate::start_in(dir, first);
+    let b = Wardgate::start_replica(second);
+    op.start(
+        &[
+            format!("https://127.0.0.1:{}", a.public.port()),
+            format!("https://127.0.0.1:{}", b.public.port()),
+        ],
+        Some(&b),
+    );
+
+    let client = op.browser_like(&a);
+    let callback = op.sign_in(&a, &client, "drsmith", "idp-pass-1").await;
+    let done = client.get(&callback).send().await.expect("cb");
+    let token = session_cookie(&done).expect("session");
+    for proxy in [&a, &b] {
+        assert_eq!(
+            crate::support::auth::get_status(proxy, "/private/x", &token).await,
+            200
+        );
+    }
+    let mut socket = crate::continuous::open_ws(&a, "/private/ws", Some(&token)).await;
+
+    // A forged logout token is refused and changes nothing.
+    let forged = b
+        .client()
+        .post(b.url("/.wardgate/oidc/backchannel-logout"))
+        .form(&[("logout_token", "eyJhbGciOiJub25lIn0.eyJpc3MiOiJ4In0.")])
+        .send()
+        .await
+        .expect("forged");
+    assert_eq!(forged.status(), 400);
+    assert_eq!(
+        crate::support::auth::get_status(&a, "/private/x", &token).await,
+        200
+    );
+
+    // The user signs out at the provider; it notifies replica B over the back channel.
+    op.end_session(&client).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while crate::support::auth::get_status(&a, "/private/x", &token).await != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "session still valid on A after back-channel logout"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (close, _) = crate::continuous::closed(&mut socket, Duration::from_secs(3)).await;
+    assert_eq!(
+        close,
+        tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Policy
+    );
+    let records = events(&b, "backchannel_logout", "ended by").await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["user"], "drsmith");
+    assert!(
+        has_reason(&records, "provider hospital: 1 session(s) ended by sid"),
+        "{records:?}"
+    );
+    let refused = events(&b, "sso_failed", "logout token refused").await;
+    assert!(has_reason(&refused, "logout token refused"), "{refused:?}");
+}
+
+#[test]
+fn provider_config_errors_name_file_line_and_field() {
+    let (dir, path) = write_config(
+        "[[oidc.providers]]\nname = \"bad name\"\nissuer = \"http://idp.example\"\nclient_id = \"\"\nclient_secret_file = \"missing\"\n",
+    );
+    let (status, _out, err) = crate::support::run_cli(
+        &["config", "check", path.to_str().expect("path")],
+        dir.path(),
+    );
+    assert_ne!(status, 0);
+    for needle in [
+        "wardgate.toml:2: oidc.providers[0].name",
+        "wardgate.toml:3: oidc.providers[0].issuer",
+        "wardgate.toml:4: oidc.providers[0].client_id",
+        "wardgate.toml:5: oidc.providers[0].client_secret_file",
+    ] {
+        assert!(err.contains(needle), "{needle} missing in:\n{err}");
+    }
+}
