@@ -55,6 +55,10 @@ fn every_config_key_is_in_the_readme_reference() {
                 "[upstreams.probe]".to_string(),
                 "[upstreams.NAME]".to_string(),
             ),
+            "oidc" => (
+                "[[oidc.providers]]".to_string(),
+                "[[oidc.providers]]".to_string(),
+            ),
             other => (format!("[{other}]"), format!("[{other}]")),
         };
         for key in accepted_keys(&header, "") {

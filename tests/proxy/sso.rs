@@ -6,8 +6,11 @@
 use std::time::{Duration, Instant};
 
 use crate::support::auth::{add_user, code, PASSWORD};
+use crate::support::browser::Browser;
 use crate::support::oidc::{location, OidcProvider};
 use crate::support::{config, write_config, Backend, Wardgate};
+
+const ORIGIN: &str = "https://portal.wardgate.test";
 
 /// A proxy whose config names `op` as provider `hospital`.
 fn proxy_for(backend: &Backend, op: &OidcProvider, extra: &str) -> Wardgate {
@@ -20,10 +23,29 @@ fn proxy_for(backend: &Backend, op: &OidcProvider, extra: &str) -> Wardgate {
 /// Audit records of `event`, waiting briefly for the batched writer until one has a reason
 /// containing `needle`.
 async fn events(proxy: &Wardgate, event: &str, needle: &str) -> Vec<serde_json::Value> {
+    let dir = proxy.config_path.parent().expect("dir").join("data/audit");
+    events_in(&dir, event, needle).await
+}
+
+/// [`events`] in the audit directory `dir`.
+async fn events_in(dir: &std::path::Path, event: &str, needle: &str) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let found: Vec<_> = crate::continuous::audit_records(proxy)
-            .into_iter()
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .expect("audit dir")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        let found: Vec<serde_json::Value> = files
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .expect("audit file")
+                    .lines()
+                    .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("record"))
+                    .collect::<Vec<_>>()
+            })
             .filter(|r| r["event"] == event)
             .collect();
         let seen = found
@@ -373,32 +395,32 @@ async fn backchannel_logout_ends_sessions_on_every_replica() {
     };
     let backend = Backend::start().await;
     let extra = format!("{}{}", op.provider_toml("hospital"), redis.state_toml());
-    let (dir, first) = write_config(&config(
-        backend.addr,
-        &format!("{extra}\n[audit]\ndir = \"audit-a\"\nreplica = \"a\"\n"),
-    ));
-    let second = dir.path().join("b.toml");
-    std::fs::write(
-        &second,
+    // Replicas behind one load balancer share one public origin (token issuer, redirect URI).
+    let replica = |audit: &str| {
         config(
             backend.addr,
-            &format!("{extra}\n[audit]\ndir = \"audit-b\"\nreplica = \"b\"\n"),
-        ),
-    )
-    .expect("b");
+            &format!("{extra}\n[audit]\ndir = \"audit-{audit}\"\nreplica = \"{audit}\"\n"),
+        )
+        .replacen(
+            "[listen]\n",
+            &format!("[listen]\npublic_url = \"{ORIGIN}\"\n"),
+            1,
+        )
+    };
+    let (dir, first) = write_config(&replica("a"));
+    let second = dir.path().join("b.toml");
+    std::fs::write(&second, replica("b")).expect("b");
     let a = Wardgate::start_in(dir, first);
     let b = Wardgate::start_replica(second);
-    op.start(
-        &[
-            format!("https://127.0.0.1:{}", a.public.port()),
-            format!("https://127.0.0.1:{}", b.public.port()),
-        ],
-        Some(&b),
-    );
+    op.start(&[ORIGIN.to_string()], Some(&b));
 
     let client = op.browser_like(&a);
     let callback = op.sign_in(&a, &client, "drsmith", "idp-pass-1").await;
+    assert!(callback.starts_with(ORIGIN), "{callback}");
+    // The load balancer would send the browser to a replica: here, A.
+    let callback = callback.replacen(ORIGIN, &a.url(""), 1);
     let done = client.get(&callback).send().await.expect("cb");
+    assert_eq!(done.status(), 200);
     let token = session_cookie(&done).expect("session");
     for proxy in [&a, &b] {
         assert_eq!(
@@ -437,14 +459,15 @@ async fn backchannel_logout_ends_sessions_on_every_replica() {
         close,
         tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Policy
     );
-    let records = events(&b, "backchannel_logout", "ended by").await;
+    let b_audit = b.config_path.parent().expect("dir").join("audit-b");
+    let records = events_in(&b_audit, "backchannel_logout", "ended by").await;
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["user"], "drsmith");
     assert!(
         has_reason(&records, "provider hospital: 1 session(s) ended by sid"),
         "{records:?}"
     );
-    let refused = events(&b, "sso_failed", "logout token refused").await;
+    let refused = events_in(&b_audit, "sso_failed", "logout token refused").await;
     assert!(has_reason(&refused, "logout token refused"), "{refused:?}");
 }
 
@@ -466,4 +489,72 @@ fn provider_config_errors_name_file_line_and_field() {
     ] {
         assert!(err.contains(needle), "{needle} missing in:\n{err}");
     }
+}
+
+#[tokio::test]
+async fn browser_signs_in_through_the_provider_and_out_again_in_chromium() {
+    let Some(mut op) = OidcProvider::prepare() else {
+        return;
+    };
+    let backend = Backend::start().await;
+    let proxy = proxy_for(&backend, &op, "");
+    op.start_for(&proxy);
+    let browser = Browser::start().await;
+
+    browser.goto(&proxy.url("/private/page?tab=notes")).await;
+    browser
+        .wait_for_url(|u| u.contains("/.wardgate/login?rd="))
+        .await;
+    browser.screenshot("sso-01-login").await;
+    // Discovery is retried while the provider comes up; the link answers 503 until then.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        browser.click("#sso-hospital").await;
+        let url = browser
+            .wait_for_url(|u| u.contains("/interaction/") || u.contains("/.wardgate/oidc/"))
+            .await;
+        if url.contains("/interaction/") {
+            assert!(url.starts_with(&op.issuer), "{url}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "provider never became available");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        browser
+            .goto(&proxy.url("/.wardgate/login?rd=%2Fprivate%2Fpage%3Ftab%3Dnotes"))
+            .await;
+    }
+    browser.screenshot("sso-02-provider-login").await;
+    browser.type_into("#username", "drsmith").await;
+    browser.type_into("#password", "idp-pass-1").await;
+    browser.click("#signin").await;
+    let url = browser.wait_for_url(|u| u.contains("/private/page")).await;
+    assert_eq!(url, proxy.url("/private/page?tab=notes"));
+    assert!(browser.source().await.contains("/private/page?tab=notes"));
+    assert_eq!(backend.last().headers["x-wardgate-user"], "drsmith");
+
+    browser.goto(&proxy.url("/.wardgate/")).await;
+    assert_eq!(browser.text("#user").await, "drsmith");
+    browser.screenshot("sso-03-signed-in").await;
+    browser.click("#sign-out").await;
+    // Wardgate's session ends, then the provider's (RP-initiated logout), which returns the
+    // browser to Wardgate's login page.
+    let url = browser
+        .wait_for_url(|u| u.starts_with(&proxy.url("/.wardgate/login")))
+        .await;
+    assert!(url.starts_with(&proxy.url("/.wardgate/login")), "{url}");
+    browser.goto(&proxy.url("/private/page")).await;
+    let url = browser
+        .wait_for_url(|u| u.contains("/.wardgate/login"))
+        .await;
+    assert!(
+        url.contains("/.wardgate/login?rd="),
+        "still signed in: {url}"
+    );
+    // Signed out at the provider too: the next sign-on asks for the password again.
+    browser.click("#sso-hospital").await;
+    let url = browser.wait_for_url(|u| u.contains("/interaction/")).await;
+    assert!(url.starts_with(&op.issuer), "{url}");
+    assert_eq!(backend.seen().len(), 1);
+    let logouts = events(&proxy, "logout", "user logout").await;
+    assert_eq!(logouts.len(), 1, "{logouts:?}");
 }

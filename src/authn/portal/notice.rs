@@ -44,6 +44,16 @@ pub(crate) fn message_page(status: StatusCode, title: &str, message: &str) -> Re
     page(status, title, &content)
 }
 
+/// After Wardgate's own logout of a single-sign-on session: a page that moves on to the
+/// provider's logout (RP-initiated logout) at once.
+pub(crate) fn leave_for(provider_logout: &str) -> Response<Body> {
+    let content = format!(
+        "<meta http-equiv=\"refresh\" content=\"0;url={url}\">\n<p>Signed out of Wardgate. <a id=\"provider-logout\" href=\"{url}\">Sign out of your organization too</a></p>",
+        url = escape(provider_logout)
+    );
+    page(StatusCode::OK, "Signing out", &content)
+}
+
 /// A page that moves on to `path` (same origin) at once.
 pub(crate) fn continue_to(app: &App, path: &str) -> Response<Body> {
     let target = format!("{}{}", app.config.listen.public_url, path);

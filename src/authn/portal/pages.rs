@@ -300,8 +300,12 @@ pub(super) async fn logout(
     if !same_origin(req.headers(), &app.config.listen.public_url) {
         return Err(GateError::Forbidden("logout form from another origin"));
     }
-    let provider_logout = super::end_session(app, ctx, req.headers()).await?;
-    let mut response = see_other(provider_logout.as_deref().unwrap_or("/.wardgate/login"));
+    let mut response = match super::end_session(app, ctx, req.headers()).await? {
+        // A page rather than a redirect: the portal's CSP (`form-action 'self'`) rightly
+        // stops a form submission from being redirected to another origin.
+        Some(provider_logout) => super::notice::leave_for(&provider_logout),
+        None => see_other("/.wardgate/login"),
+    };
     response
         .headers_mut()
         .insert(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0));
