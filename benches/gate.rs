@@ -67,7 +67,7 @@ fn build(runtime: &tokio::runtime::Runtime, state: Arc<dyn StateStore>) -> (App,
             &user,
             vec!["pwd".into(), "otp".into()],
             "127.0.0.1".into(),
-            now,
+            (now, now),
             None,
         )
         .await

@@ -35,6 +35,7 @@ use crate::config::oidc::ProviderConfig;
 pub mod backchannel;
 pub mod identity;
 pub mod login;
+mod verify;
 
 /// Signature algorithms accepted on ID and logout tokens: asymmetric only (never `none`, never
 /// an HMAC keyed with the client secret).
@@ -186,7 +187,7 @@ impl Provider {
     }
 
     /// The provider's metadata and keys, discovering them first if needed (at most one attempt
-    /// per [`DISCOVERY_RETRY`] while it is unreachable).
+    /// per `DISCOVERY_RETRY` while it is unreachable).
     pub async fn discovered(&self) -> Result<Arc<Discovered>, ProviderError> {
         if let Some(found) = self.discovered.load_full() {
             if found.discovered.elapsed() < REDISCOVER_EVERY {

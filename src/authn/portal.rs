@@ -21,6 +21,7 @@ mod api;
 pub mod flow;
 pub(crate) mod notice;
 pub(crate) mod pages;
+mod stepup;
 
 /// Largest body accepted by a portal endpoint.
 const MAX_PORTAL_BODY: usize = 16 * 1024;
@@ -59,8 +60,8 @@ pub async fn handle(
             pages::code_submit(app, ctx, req).await
         }
         (Method::POST, "/.wardgate/logout") => pages::logout(app, ctx, req).await,
-        (Method::GET, "/.wardgate/step-up") => pages::step_up_form(app, target, &req).await,
-        (Method::POST, "/.wardgate/step-up") => pages::step_up_submit(app, ctx, req).await,
+        (Method::GET, "/.wardgate/step-up") => stepup::step_up_form(app, target, &req).await,
+        (Method::POST, "/.wardgate/step-up") => stepup::step_up_submit(app, ctx, req).await,
         (Method::GET, "/.wardgate/assets/portal.css") => Ok(pages::stylesheet()),
         (Method::GET, "/.wardgate/session") => api::session(app, &req).await,
         (Method::GET, "/.wardgate/jwks.json") => Ok(jwks(app)),

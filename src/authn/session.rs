@@ -69,21 +69,22 @@ pub fn two_factor(amr: &[String]) -> bool {
     amr.iter().any(|m| m == "otp" || m == "mfa")
 }
 
-/// Creates a session for `user` and returns its token and lifetime in seconds. `sso` is the
-/// identity provider's login when the session comes from single sign-on.
+/// Creates a session for `user` at `now`, whose factors were proved at `auth_time`, and returns
+/// its token and lifetime in seconds. `sso` is the identity provider's login when the session
+/// comes from single sign-on.
 pub async fn create(
     app: &App,
     user: &User,
     amr: Vec<String>,
     source_ip: String,
-    now: u64,
+    (now, auth_time): (u64, u64),
     sso: Option<Arc<SsoLogin>>,
 ) -> Result<(String, u64), GateError> {
     let lifetime = app.config.auth.max_lifetime.as_secs();
     let record = SessionRecord {
         id: random_id(),
         user: user.name.clone(),
-        auth_time: now,
+        auth_time,
         created: now,
         auth_ms: crate::state::unix_now_ms(),
         last_seen: now,
@@ -105,7 +106,7 @@ pub async fn create(
         iat: now,
         nbf: now,
         exp: now + lifetime,
-        auth_time: now,
+        auth_time,
         amr,
     };
     let token = app

@@ -558,3 +558,82 @@ async fn browser_signs_in_through_the_provider_and_out_again_in_chromium() {
     let logouts = events(&proxy, "logout", "user logout").await;
     assert_eq!(logouts.len(), 1, "{logouts:?}");
 }
+
+#[tokio::test]
+async fn step_up_signs_in_again_at_the_provider() {
+    let Some(mut op) = OidcProvider::prepare() else {
+        return;
+    };
+    let backend = Backend::start().await;
+    let route = r#"
+[[routes]]
+name = "recent"
+path = "/recent/**"
+upstream = "b"
+max_auth_age = "1s"
+allow = [{ roles = ["clinician"] }]
+"#;
+    let proxy = proxy_for(&backend, &op, route);
+    op.start_for(&proxy);
+    let client = op.browser_like(&proxy);
+    let callback = op.sign_in(&proxy, &client, "drsmith", "idp-pass-1").await;
+    let first = client.get(&callback).send().await.expect("callback");
+    let token = session_cookie(&first).expect("session");
+    let status = |token: String| {
+        let client = proxy.client();
+        let url = proxy.url("/recent/chart");
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("get")
+        }
+    };
+    assert_eq!(status(token.clone()).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let stale = status(token.clone()).await;
+    assert_eq!(stale.status(), 401);
+    let challenge = stale.headers()["www-authenticate"]
+        .to_str()
+        .expect("header")
+        .to_string();
+    assert!(
+        challenge.contains("insufficient_user_authentication"),
+        "{challenge}"
+    );
+
+    // The step-up page offers a fresh sign-in at the provider (no TOTP secret is needed).
+    let page = client
+        .get(proxy.url("/.wardgate/step-up?rd=/recent/chart"))
+        .send()
+        .await
+        .expect("step-up page")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("id=\"sso-reauth\""), "{page}");
+    let reauth = "/.wardgate/oidc/hospital/start?reauth=1&rd=%2Frecent%2Fchart";
+    assert!(page.contains(&reauth.replace('&', "&amp;")), "{page}");
+    // The provider still has a session, yet must ask for the password again (prompt=login).
+    let start = client.get(proxy.url(reauth)).send().await.expect("start");
+    let authorize = location(&start);
+    assert!(
+        authorize.contains("prompt=login") && authorize.contains("max_age=0"),
+        "{authorize}"
+    );
+    let form = client.get(&authorize).send().await.expect("authorize");
+    assert_eq!(form.status(), 200, "the provider did not ask again");
+    let action = format!("{}/login", form.url().as_str().trim_end_matches('/'));
+    let done = client
+        .post(action)
+        .form(&[("username", "drsmith"), ("password", "idp-pass-1")])
+        .send()
+        .await
+        .expect("login");
+    let callback = location(&done);
+    let again = client.get(&callback).send().await.expect("callback");
+    let fresh = session_cookie(&again).expect("new session");
+    assert_eq!(status(fresh).await.status(), 200);
+}

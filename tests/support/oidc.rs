@@ -221,12 +221,26 @@ mfa_amr = ["mfa"]
         username: &str,
         password: &str,
     ) -> String {
+        let start = "/.wardgate/oidc/hospital/start?rd=/private/after-sso";
+        self.sign_in_from(proxy, client, start, username, password)
+            .await
+    }
+
+    /// [`Self::sign_in`] beginning at Wardgate path `start`.
+    pub async fn sign_in_from(
+        &self,
+        proxy: &Wardgate,
+        client: &reqwest::Client,
+        start_path: &str,
+        username: &str,
+        password: &str,
+    ) -> String {
         // Wardgate starts before the provider (its ports go into the client registration), so
         // the first discovery fails; it retries within seconds.
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         let start = loop {
             let start = client
-                .get(proxy.url("/.wardgate/oidc/hospital/start?rd=/private/after-sso"))
+                .get(proxy.url(start_path))
                 .send()
                 .await
                 .expect("start");

@@ -26,6 +26,8 @@ pub struct Mapped {
     pub amr: Vec<String>,
     /// Whether `amr`/`acr` show a second factor per `mfa_amr`/`mfa_acr`.
     pub second_factor: bool,
+    /// When the provider authenticated the user (`auth_time`), if it said.
+    pub auth_time: Option<u64>,
 }
 
 /// Maps the verified claims (as JSON) of `provider`. `Err` says which claim is missing or
@@ -71,6 +73,7 @@ pub fn map(provider: &ProviderConfig, claims: &Value) -> Result<Mapped, String> 
         provider_sid: text("sid").map(str::to_string),
         amr,
         second_factor,
+        auth_time: claims.get("auth_time").and_then(Value::as_u64),
     })
 }
 

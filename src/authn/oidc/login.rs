@@ -3,7 +3,7 @@
 //! Start stores `state`, `nonce` and the PKCE verifier under a random key and gives the browser
 //! that key in a cookie, so only the browser that began a login can finish it, once. The
 //! callback spends that record, exchanges the code, validates the ID token (signature with
-//! [`ALLOWED_ALGS`], `iss`, `aud`, `azp`, `exp`, `iat`, `nonce`), maps the identity, and opens
+//! [`super::ALLOWED_ALGS`], `iss`, `aud`, `azp`, `exp`, `iat`, `nonce`), maps the identity, and opens
 //! the same kind of Wardgate session a local login does. When the provider's `amr`/`acr` show
 //! no second factor, the login continues at Wardgate's own TOTP step instead.
 
@@ -12,14 +12,11 @@ use std::time::Duration;
 
 use http::header;
 use http::{Response, StatusCode};
-use openidconnect::core::CoreAuthenticationFlow;
-use openidconnect::{
-    AuthorizationCode, ClaimsVerificationError, CsrfToken, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, RequestTokenError, Scope, SignatureVerificationError, TokenResponse as _,
-};
+use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow};
+use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge, Scope};
 use subtle::ConstantTimeEq;
 
-use super::{identity, Discovered, Provider, ALLOWED_ALGS};
+use super::{identity, Provider};
 use crate::app::App;
 use crate::authn::events::{emit, Event};
 use crate::authn::portal::{flow, notice, pages, set_cookie, set_lax_cookie, PENDING_COOKIE};
@@ -35,17 +32,19 @@ use crate::state::{unix_now, PendingLogin, SsoFlow, SsoLogin};
 pub const FLOW_COOKIE: &str = "__Host-wardgate-sso";
 /// How long a user may take at the provider.
 const FLOW_TTL: Duration = Duration::from_secs(600);
-/// An ID token issued longer ago than this (plus the clock skew) is refused.
-const MAX_TOKEN_AGE: u64 = 600;
 
 /// A refused sign-on: the status and message the user sees; the detail goes to the audit.
-struct Refusal {
+pub(super) struct Refusal {
     status: StatusCode,
     message: &'static str,
     detail: String,
 }
 
-fn refuse(status: StatusCode, message: &'static str, detail: impl Into<String>) -> Refusal {
+pub(super) fn refuse(
+    status: StatusCode,
+    message: &'static str,
+    detail: impl Into<String>,
+) -> Refusal {
     Refusal {
         status,
         message,
@@ -53,7 +52,7 @@ fn refuse(status: StatusCode, message: &'static str, detail: impl Into<String>) 
     }
 }
 
-const TRY_AGAIN: &str = "Sign-in through your organization failed. Please start again.";
+pub(super) const TRY_AGAIN: &str = "Sign-in through your organization failed. Please start again.";
 
 /// `GET /.wardgate/oidc/NAME/start?rd=PATH`.
 pub async fn start(
@@ -91,6 +90,12 @@ pub async fn start(
         .set_pkce_challenge(challenge);
     for scope in &provider.config.scopes {
         request = request.add_scope(Scope::new(scope.clone()));
+    }
+    if query_param(target, "reauth").as_deref() == Some("1") {
+        // Step-up: the provider must authenticate the user now, not reuse its session.
+        request = request
+            .add_prompt(CoreAuthPrompt::Login)
+            .set_max_age(Duration::ZERO);
     }
     let (url, csrf_state, nonce) = request.url();
     let flow_id = session::random_id();
@@ -195,121 +200,11 @@ async fn finish(
         )
     };
     let found = provider.discovered().await.map_err(unavailable)?;
-    let tokens = exchange(provider, &found, code, flow).await?;
-    let claims = verified_claims(provider, found, &tokens, flow).await?;
+    let tokens = super::verify::exchange(provider, &found, code, flow).await?;
+    let claims = super::verify::verified_claims(provider, found, &tokens, flow).await?;
     let mapped = identity::map(&provider.config, &claims)
         .map_err(|detail| refuse(StatusCode::FORBIDDEN, TRY_AGAIN, detail))?;
     open(app, ctx, provider, flow, mapped).await
-}
-
-async fn exchange(
-    provider: &Provider,
-    found: &Discovered,
-    code: String,
-    flow: &SsoFlow,
-) -> Result<super::TokenResponse, Refusal> {
-    let client = provider.client(found);
-    let request = client
-        .exchange_code(AuthorizationCode::new(code))
-        .map_err(|e| {
-            refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                TRY_AGAIN,
-                format!("the provider has no token endpoint: {e}"),
-            )
-        })?;
-    request
-        .set_pkce_verifier(PkceCodeVerifier::new(flow.pkce_verifier.clone()))
-        .request_async(provider.http())
-        .await
-        .map_err(|e| match e {
-            RequestTokenError::ServerResponse(answer) => refuse(
-                StatusCode::UNAUTHORIZED,
-                TRY_AGAIN,
-                format!("code exchange refused: {}", answer.error().as_ref()),
-            ),
-            other => refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Your organization's sign-in service cannot be reached right now. Please try again.",
-                format!("code exchange failed: {}", super::describe(&other)),
-            ),
-        })
-}
-
-/// Validates the ID token; on an unknown key, fetches the provider's keys once and retries.
-async fn verified_claims(
-    provider: &Provider,
-    mut found: Arc<Discovered>,
-    tokens: &super::TokenResponse,
-    flow: &SsoFlow,
-) -> Result<serde_json::Value, Refusal> {
-    let id_token = tokens
-        .id_token()
-        .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, TRY_AGAIN, "no ID token"))?;
-    let nonce = Nonce::new(flow.nonce.clone());
-    let skew = provider.config.clock_skew.as_secs();
-    let mut refreshed = false;
-    loop {
-        let client = provider.client(&found);
-        let now = unix_now();
-        let verifier = client
-            .id_token_verifier()
-            .set_allowed_algs(ALLOWED_ALGS)
-            // Leeway for the provider's clock on `exp`.
-            .set_time_fn(move || chrono_from_unix(now.saturating_sub(skew)))
-            .set_issue_time_verifier_fn(move |iat| {
-                let iat = u64::try_from(iat.timestamp()).unwrap_or(0);
-                if iat > now + skew {
-                    Err(format!(
-                        "issued {}s in the future: check the clocks of Wardgate and the provider",
-                        iat - now
-                    ))
-                } else if iat + MAX_TOKEN_AGE + skew < now {
-                    Err(format!("issued {}s ago", now - iat))
-                } else {
-                    Ok(())
-                }
-            });
-        match id_token.claims(&verifier, &nonce) {
-            Ok(claims) => {
-                if let Some(azp) = claims.authorized_party() {
-                    if azp.as_str() != provider.config.client_id {
-                        return Err(refuse(
-                            StatusCode::UNAUTHORIZED,
-                            TRY_AGAIN,
-                            "azp is another client",
-                        ));
-                    }
-                }
-                return serde_json::to_value(claims).map_err(|e| {
-                    refuse(StatusCode::UNAUTHORIZED, TRY_AGAIN, format!("claims: {e}"))
-                });
-            }
-            Err(ClaimsVerificationError::SignatureVerification(
-                SignatureVerificationError::NoMatchingKey,
-            )) if !refreshed => {
-                refreshed = true;
-                found = provider.refresh_keys(&found).await.ok_or_else(|| {
-                    refuse(
-                        StatusCode::UNAUTHORIZED,
-                        TRY_AGAIN,
-                        "ID token signed with an unknown key (keys fetched moments ago)",
-                    )
-                })?;
-            }
-            Err(error) => {
-                return Err(refuse(
-                    StatusCode::UNAUTHORIZED,
-                    TRY_AGAIN,
-                    format!("ID token refused: {}", super::describe(&error)),
-                ))
-            }
-        }
-    }
-}
-
-fn chrono_from_unix(seconds: u64) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp(i64::try_from(seconds).unwrap_or(0), 0).unwrap_or_default()
 }
 
 /// Opens the session, or sends the user to Wardgate's TOTP step when the provider showed no
@@ -340,12 +235,16 @@ async fn open(
     let store_error =
         |e: GateError| refuse(StatusCode::SERVICE_UNAVAILABLE, TRY_AGAIN, e.to_string());
     if mapped.second_factor {
+        // The provider's `auth_time` (when it last checked the factors), not ours: a route's
+        // `max_auth_age` must not be met by a provider session that is hours old.
+        let now = unix_now();
+        let auth_time = mapped.auth_time.filter(|t| *t <= now).unwrap_or(now);
         let (token, lifetime) = session::create(
             app,
             &sso.identity,
             vec!["fed".into(), "mfa".into()],
             ip.clone(),
-            unix_now(),
+            (now, auth_time),
             Some(Arc::clone(&sso)),
         )
         .await

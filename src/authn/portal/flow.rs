@@ -124,7 +124,7 @@ pub async fn open_session(
         user,
         vec!["pwd".into(), "otp".into()],
         ip.clone(),
-        unix_now(),
+        (unix_now(), unix_now()),
         None,
     )
     .await?;
@@ -147,7 +147,7 @@ pub async fn open_sso_session(
         &Arc::clone(&sso.identity),
         vec!["fed".into(), "otp".into()],
         ip.clone(),
-        unix_now(),
+        (unix_now(), unix_now()),
         Some(Arc::clone(&sso)),
     )
     .await?;

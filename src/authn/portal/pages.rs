@@ -25,7 +25,6 @@ const LOGIN: &str = include_str!("../../../assets/portal/login.html");
 const TOTP: &str = include_str!("../../../assets/portal/totp.html");
 const ENROLL: &str = include_str!("../../../assets/portal/enroll.html");
 const HOME: &str = include_str!("../../../assets/portal/home.html");
-const STEP_UP: &str = include_str!("../../../assets/portal/stepup.html");
 const CSS: &str = include_str!("../../../assets/portal/portal.css");
 
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -57,7 +56,7 @@ pub(crate) fn page(status: StatusCode, title: &str, content: &str) -> Response<B
     response
 }
 
-fn error_note(message: Option<&str>) -> String {
+pub(super) fn error_note(message: Option<&str>) -> String {
     message.map_or_else(String::new, |m| {
         format!("<p class=\"error\" role=\"alert\">{}</p>", escape(m))
     })
@@ -73,7 +72,7 @@ pub(crate) fn see_other(location: &str) -> Response<Body> {
 }
 
 /// Turns a failed step into the page to show again (or passes other errors on).
-fn step_failure(
+pub(super) fn step_failure(
     error: GateError,
     retry_page: impl FnOnce(&str, StatusCode) -> Response<Body>,
 ) -> Result<Response<Body>, GateError> {
@@ -96,7 +95,7 @@ fn step_failure(
     }
 }
 
-async fn form(req: Request<Incoming>) -> Result<Vec<(String, String)>, GateError> {
+pub(super) async fn form(req: Request<Incoming>) -> Result<Vec<(String, String)>, GateError> {
     if !has_content_type(&req, "application/x-www-form-urlencoded") {
         return Err(GateError::UnsupportedMediaType);
     }
@@ -104,7 +103,7 @@ async fn form(req: Request<Incoming>) -> Result<Vec<(String, String)>, GateError
     serde_urlencoded::from_bytes(&bytes).map_err(|_| GateError::BadRequest("malformed form"))
 }
 
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
+pub(super) fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
     fields
         .iter()
         .find(|(k, _)| k == name)
@@ -327,77 +326,6 @@ pub(super) async fn home(app: &App, req: &Request<Incoming>) -> Result<Response<
         Err(GateError::StateUnavailable(reason)) => Err(GateError::StateUnavailable(reason)),
         Err(_) => Ok(see_other("/.wardgate/login")),
     }
-}
-
-fn render_step_up(rd: &str, error: Option<&str>, status: StatusCode) -> Response<Body> {
-    let content = STEP_UP
-        .replace("{{error}}", &error_note(error))
-        .replace("{{rd}}", &escape(rd));
-    page(status, "Confirm it is you", &content)
-}
-
-/// `GET /.wardgate/step-up?rd=PATH`: re-enter a TOTP code for a route's `max_auth_age`.
-pub(super) async fn step_up_form(
-    app: &App,
-    target: &RequestTarget,
-    req: &Request<Incoming>,
-) -> Result<Response<Body>, GateError> {
-    let Some((token, _)) = credential(req.headers()) else {
-        return Ok(see_other("/.wardgate/login"));
-    };
-    if session::validate(app, token, unix_now()).await.is_err() {
-        return Ok(see_other("/.wardgate/login"));
-    }
-    let rd = target
-        .query
-        .as_deref()
-        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
-        .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "rd").map(|(_, v)| v))
-        .unwrap_or_else(|| "/".into());
-    Ok(render_step_up(
-        &flow::safe_return(&rd),
-        None,
-        StatusCode::OK,
-    ))
-}
-
-/// `POST /.wardgate/step-up`: check the code, refresh the session's authentication time.
-pub(super) async fn step_up_submit(
-    app: &App,
-    ctx: &RequestCtx,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, GateError> {
-    if !same_origin(req.headers(), &app.config.listen.public_url) {
-        return Err(GateError::Forbidden("step-up form from another origin"));
-    }
-    let Some((token, _)) = credential(req.headers()) else {
-        return Ok(see_other("/.wardgate/login"));
-    };
-    let Ok(principal) = session::validate(app, token, unix_now()).await else {
-        return Ok(see_other("/.wardgate/login"));
-    };
-    let fields = form(req).await?;
-    let rd = flow::safe_return(field(&fields, "rd"));
-    if let Err(error) = flow::totp_step(app, ctx, &principal.user, field(&fields, "code")).await {
-        return step_failure(error, |message, status| {
-            render_step_up(&rd, Some(message), status)
-        });
-    }
-    app.state
-        .set_auth_time(&principal.session_id, unix_now())
-        .await
-        .map_err(|e| GateError::StateUnavailable(e.to_string()))?;
-    crate::authn::events::emit(
-        app,
-        crate::authn::events::Event::StepUp,
-        &principal.user.name,
-        &ctx.conn.peer.ip().to_string(),
-        "TOTP re-entered",
-    );
-    Ok(see_other(&format!(
-        "{}{}",
-        app.config.listen.public_url, rd
-    )))
 }
 
 /// `GET /.wardgate/assets/portal.css`.
