@@ -637,3 +637,84 @@ allow = [{ roles = ["clinician"] }]
     let fresh = session_cookie(&again).expect("new session");
     assert_eq!(status(fresh).await.status(), 200);
 }
+
+#[tokio::test]
+async fn misconfigured_issuer_and_client_secret_are_named_in_the_audit() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Some(mut op) = OidcProvider::prepare() else {
+        return;
+    };
+    let backend = Backend::start().await;
+    let wrong_secret = tempfile::NamedTempFile::new().expect("secret");
+    std::fs::write(
+        wrong_secret.path(),
+        "not-the-secret-registered-at-the-provider",
+    )
+    .expect("w");
+    std::fs::set_permissions(wrong_secret.path(), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod");
+    let bad_client = op
+        .provider_toml("badsecret")
+        .lines()
+        .map(|l| {
+            if l.starts_with("client_secret_file") {
+                format!("client_secret_file = \"{}\"", wrong_secret.path().display())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let bad_issuer = op.provider_toml("badissuer").replace(
+        &format!("issuer = \"{}\"", op.issuer),
+        &format!("issuer = \"{}/realms/x\"", op.issuer),
+    );
+    let proxy = proxy_for(&backend, &op, &format!("{bad_client}\n{bad_issuer}"));
+    op.start_for(&proxy);
+    let client = op.browser_like(&proxy);
+    // The good provider works (and proves the provider is up).
+    let callback = op.sign_in(&proxy, &client, "drsmith", "idp-pass-1").await;
+    assert_eq!(
+        client.get(&callback).send().await.expect("cb").status(),
+        200
+    );
+
+    // An issuer that is not the provider's: discovery fails, sign-on answers 503.
+    let refused = proxy
+        .client()
+        .get(proxy.url("/.wardgate/oidc/badissuer/start"))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(refused.status(), 503);
+    let failures = events(&proxy, "sso_failed", "badissuer").await;
+    assert!(
+        has_reason(
+            &failures,
+            "identity provider badissuer is unavailable: discovery"
+        ),
+        "{failures:?}"
+    );
+
+    // A client secret the provider does not know: the code exchange is refused, clearly.
+    let client = op.browser_like(&proxy);
+    let callback = op
+        .sign_in_from(
+            &proxy,
+            &client,
+            "/.wardgate/oidc/badsecret/start",
+            "drsmith",
+            "idp-pass-1",
+        )
+        .await;
+    let refused = client.get(&callback).send().await.expect("callback");
+    assert_eq!(refused.status(), 401);
+    let failures = events(&proxy, "sso_failed", "invalid_client").await;
+    assert!(
+        has_reason(
+            &failures,
+            "provider badsecret: code exchange refused: invalid_client"
+        ),
+        "{failures:?}"
+    );
+}
