@@ -2,9 +2,11 @@
 //!
 //! Each connection holds one permit of the connection cap (more are closed at accept), must
 //! finish its TLS handshake in time, and is served by hyper-util's auto builder with a
-//! header-read timeout (slowloris), a header size cap and HTTP/2 stream limits. A small
-//! per-connection watchdog closes keep-alive connections that have been idle too long and
-//! starts a graceful close when the server shuts down.
+//! header-read timeout (slowloris), a header size cap and HTTP/2 stream limits. One timer per
+//! connection, set for when it would have been idle for `keepalive_timeout` (and set again
+//! whenever it turns out to have been busy), closes idle keep-alive connections; the shutdown
+//! signal starts a graceful close. The timer wakes a connection about once per
+//! `keepalive_timeout`, not every second: 10,000 idle connections cost no steady wake-ups.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -102,7 +104,9 @@ async fn serve(
     let builder = http_builder(&limits);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
     tokio::pin!(connection);
-    let mut watchdog = tokio::time::interval(Duration::from_secs(1).min(limits.keepalive_timeout));
+    let keepalive = limits.keepalive_timeout;
+    let idle_deadline = tokio::time::sleep(keepalive);
+    tokio::pin!(idle_deadline);
     let mut closing = false;
     loop {
         tokio::select! {
@@ -116,11 +120,17 @@ async fn serve(
                 connection.as_mut().graceful_shutdown();
                 closing = true;
             }
-            _ = watchdog.tick(), if !closing => {
-                if activity.idle_for() >= limits.keepalive_timeout {
+            _ = &mut idle_deadline, if !closing => {
+                let idle = activity.idle_for();
+                if idle >= keepalive {
                     tracing::debug!(%peer, "closing idle keep-alive connection");
                     connection.as_mut().graceful_shutdown();
                     closing = true;
+                } else {
+                    // Busy meanwhile: check again when it could first have been idle long enough.
+                    idle_deadline
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + (keepalive - idle));
                 }
             }
         }
