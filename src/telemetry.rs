@@ -11,13 +11,32 @@ use crate::config::{LogConfig, LogFormat};
 use crate::gate::context::RequestCtx;
 use crate::gate::error::{Blame, GateError};
 
+/// Lines that may wait for the log writer before a request thread has to wait for it.
+const LOG_QUEUE_LINES: usize = 64 * 1024;
+
+/// Keeps the log writer thread; dropping it writes out every queued line.
+#[must_use = "logs queued at exit are written when the guard drops"]
+pub struct LogGuard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
+
 /// Installs the global subscriber (stderr). `RUST_LOG` overrides the configured level.
-pub fn init(log: &LogConfig) {
+///
+/// Lines go through a queue to a writer thread, which writes them in batches (flushing when
+/// the queue is empty), so a request never waits on a write to stderr or a slow log pipe. The
+/// queue does not drop lines: when it is full, the logging thread waits.
+pub fn init(log: &LogConfig) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("wardgate-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let result = match log.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -25,6 +44,7 @@ pub fn init(log: &LogConfig) {
     if let Err(err) = result {
         eprintln!("wardgate: logging already initialised: {err}");
     }
+    LogGuard(guard)
 }
 
 /// Writes the request log line and updates request metrics.

@@ -13,7 +13,7 @@ const EMBEDDED_CONFIG: &str = include_str!("../../config/wardgate.toml");
 pub(super) fn serve(path: &Path, allow_root: bool) -> Result<(), CliError> {
     let config = Config::load(path)?;
     refuse_root(&config, allow_root)?;
-    crate::telemetry::init(&config.log);
+    let _log = crate::telemetry::init(&config.log);
     runtime()?.block_on(async {
         crate::server::run(config, Some(path.to_path_buf()))
             .await
@@ -36,7 +36,7 @@ pub(super) fn demo(path: Option<PathBuf>) -> Result<(), CliError> {
             None,
         ),
     };
-    crate::telemetry::init(&config.log);
+    let _log = crate::telemetry::init(&config.log);
     demo_users(&config)?;
     runtime()?.block_on(async {
         let backend: SocketAddr = crate::demo::DEMO_BACKEND
