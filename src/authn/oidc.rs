@@ -136,6 +136,8 @@ pub struct Provider {
     redirect_url: RedirectUrl,
     discovered: ArcSwapOption<Discovered>,
     last_attempt: Mutex<Option<Instant>>,
+    /// Why the last discovery failed, repeated while attempts are rate-limited.
+    last_error: Mutex<String>,
     refresh: tokio::sync::Mutex<()>,
 }
 
@@ -182,6 +184,7 @@ impl Provider {
             redirect_url,
             discovered: ArcSwapOption::empty(),
             last_attempt: Mutex::new(None),
+            last_error: Mutex::new(String::new()),
             refresh: tokio::sync::Mutex::new(()),
         })
     }
@@ -214,7 +217,12 @@ impl Provider {
         if recent {
             // Keep using what we have (stale but signed by the provider) or report the outage.
             return self.discovered.load_full().ok_or_else(|| {
-                self.unavailable("not reachable at the last attempt; retrying shortly".into())
+                let cause = self
+                    .last_error
+                    .lock()
+                    .map(|e| e.clone())
+                    .unwrap_or_default();
+                self.unavailable(format!("{cause} (retrying shortly)"))
             });
         }
         match self.discover().await {
@@ -226,6 +234,11 @@ impl Provider {
             }
             Err(error) => {
                 tracing::error!(provider = %self.config.name, %error, "identity provider unavailable");
+                if let (Ok(mut last), ProviderError::Unavailable { detail, .. }) =
+                    (self.last_error.lock(), &error)
+                {
+                    last.clone_from(detail);
+                }
                 self.discovered.load_full().ok_or(error)
             }
         }
