@@ -128,10 +128,18 @@ async fn sign_in_maps_provider_claims_into_policies_and_audit() {
     assert_eq!(logins.len(), 1, "{logins:?}");
     assert_eq!(logins[0]["user"], "drsmith");
     assert!(has_reason(&logins, "amr pwd,mfa"), "{logins:?}");
-    let reads: Vec<_> = crate::continuous::audit_records(&proxy)
-        .into_iter()
-        .filter(|r| r["route"] == "patient-records" && r["user"] == "drsmith")
-        .collect();
+    // The access record is batched: wait for the writer.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let reads = loop {
+        let reads: Vec<_> = crate::continuous::audit_records(&proxy)
+            .into_iter()
+            .filter(|r| r["route"] == "patient-records" && r["user"] == "drsmith")
+            .collect();
+        if !reads.is_empty() || Instant::now() > deadline {
+            break reads;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(
         !reads.is_empty(),
         "the PHI read is audited under the SSO user"
