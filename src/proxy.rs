@@ -6,8 +6,6 @@
 //! backend, so the retry cannot repeat an action. Unreachable backend: 502; no response head
 //! within `response_timeout`: 504.
 
-use std::error::Error as _;
-
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
@@ -132,7 +130,9 @@ pub async fn forward(
                 if attempts > 0 {
                     continue;
                 }
-                return Err(GateError::UpstreamUnreachable(error_chain(&err)));
+                return Err(GateError::UpstreamUnreachable(
+                    crate::telemetry::error_chain(&err),
+                ));
             }
             Ok(Err(err)) if caused_by::<http_body_util::LengthLimitError>(&err) => {
                 return Err(GateError::BodyTooLarge)
@@ -140,7 +140,11 @@ pub async fn forward(
             Ok(Err(err)) if caused_by::<body::BodyIdle>(&err) => {
                 return Err(GateError::BodyTimeout)
             }
-            Ok(Err(err)) => return Err(GateError::UpstreamFailed(error_chain(&err))),
+            Ok(Err(err)) => {
+                return Err(GateError::UpstreamFailed(crate::telemetry::error_chain(
+                    &err,
+                )))
+            }
         };
         pool.restore(chosen);
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -226,15 +230,4 @@ fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'sta
         source = current.source();
     }
     false
-}
-
-fn error_chain(err: &hyper_util::client::legacy::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(current) = source {
-        text.push_str(": ");
-        text.push_str(&current.to_string());
-        source = current.source();
-    }
-    text
 }

@@ -79,3 +79,16 @@ pub fn request_done(
     }
     crate::metrics::request(route, status, latency);
 }
+
+/// An error with its causes (`a: b: c`), so "error sending request" says *why* (refused, TLS,
+/// timeout) in logs and audit reasons.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -31,6 +31,7 @@ use openidconnect::{
 use serde::{Deserialize, Serialize};
 
 use crate::config::oidc::ProviderConfig;
+use crate::telemetry::error_chain;
 
 pub mod backchannel;
 pub mod identity;
@@ -111,6 +112,29 @@ pub struct Discovered {
     pub keys_fetched: Instant,
     /// When the metadata was fetched.
     pub discovered: Instant,
+}
+
+impl Discovered {
+    /// `metadata` (with its key set) as found at `discovered`; the keys were fetched now.
+    fn new(metadata: ProviderMetadataWithLogout, discovered: Instant) -> Discovered {
+        // The same keys for logout tokens. Keys `jsonwebtoken` cannot use (unusual types) are
+        // skipped rather than making the whole provider unusable.
+        let logout_keys = jsonwebtoken::jwk::JwkSet {
+            keys: serde_json::to_value(metadata.jwks())
+                .ok()
+                .and_then(|set| set.get("keys").and_then(|k| k.as_array()).cloned())
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|key| serde_json::from_value(key).ok())
+                .collect(),
+        };
+        Discovered {
+            metadata,
+            logout_keys,
+            keys_fetched: Instant::now(),
+            discovered,
+        }
+    }
 }
 
 /// Why a provider cannot be used right now.
@@ -247,51 +271,11 @@ impl Provider {
     async fn discover(&self) -> Result<Discovered, ProviderError> {
         let issuer = IssuerUrl::new(self.config.issuer.clone())
             .map_err(|e| self.unavailable(format!("issuer: {e}")))?;
+        // Discovery also fetches the key set (`jwks_uri`).
         let metadata = ProviderMetadataWithLogout::discover_async(issuer, &self.http)
             .await
-            .map_err(|e| self.unavailable(format!("discovery: {}", describe(&e))))?;
-        let (keys, logout_keys) = self.fetch_keys(&metadata).await?;
-        let now = Instant::now();
-        Ok(Discovered {
-            metadata: metadata.set_jwks(keys),
-            logout_keys,
-            keys_fetched: now,
-            discovered: now,
-        })
-    }
-
-    async fn fetch_keys(
-        &self,
-        metadata: &ProviderMetadataWithLogout,
-    ) -> Result<(CoreJsonWebKeySet, jsonwebtoken::jwk::JwkSet), ProviderError> {
-        let url = metadata.jwks_uri().url().clone();
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| self.unavailable(format!("key set: {}", describe(&e))))?;
-        if !response.status().is_success() {
-            return Err(self.unavailable(format!("key set: HTTP {}", response.status())));
-        }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.unavailable(format!("key set: {e}")))?;
-        let keys = serde_json::from_slice(&bytes)
-            .map_err(|e| self.unavailable(format!("key set: {e}")))?;
-        // Keys `jsonwebtoken` cannot use (unusual types) are skipped for logout tokens rather
-        // than making the whole provider unusable.
-        let logout_keys = jsonwebtoken::jwk::JwkSet {
-            keys: serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|set| set.get("keys").and_then(|k| k.as_array()).cloned())
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|key| serde_json::from_value(key).ok())
-                .collect(),
-        };
-        Ok((keys, logout_keys))
+            .map_err(|e| self.unavailable(format!("discovery: {}", error_chain(&e))))?;
+        Ok(Discovered::new(metadata, Instant::now()))
     }
 
     /// Fetches the key set again after a token named an unknown key. Returns the new
@@ -305,19 +289,19 @@ impl Provider {
         if current.keys_fetched.elapsed() < JWKS_REFRESH_INTERVAL {
             return None;
         }
-        match self.fetch_keys(&current.metadata).await {
-            Ok((keys, logout_keys)) => {
-                let fresh = Arc::new(Discovered {
-                    metadata: current.metadata.clone().set_jwks(keys),
-                    logout_keys,
-                    keys_fetched: Instant::now(),
-                    discovered: current.discovered,
-                });
+        let fetched = CoreJsonWebKeySet::fetch_async(current.metadata.jwks_uri(), &self.http).await;
+        match fetched {
+            Ok(keys) => {
+                let fresh = Arc::new(Discovered::new(
+                    current.metadata.clone().set_jwks(keys),
+                    current.discovered,
+                ));
                 self.discovered.store(Some(Arc::clone(&fresh)));
                 tracing::info!(provider = %self.config.name, "identity provider keys refreshed");
                 Some(fresh)
             }
             Err(error) => {
+                let error = error_chain(&error);
                 tracing::error!(provider = %self.config.name, %error, "key refresh failed");
                 None
             }
@@ -345,18 +329,6 @@ impl Provider {
             detail,
         }
     }
-}
-
-/// An error with its causes, so "error sending request" says *why* (refused, TLS, timeout).
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Every configured provider, by name.

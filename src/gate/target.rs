@@ -24,6 +24,15 @@ pub struct RequestTarget {
 }
 
 impl RequestTarget {
+    /// The first value of query parameter `name`, decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(self.query.as_deref()?)
+            .ok()?
+            .into_iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
+    }
+
     /// Reads and checks the target of `req`.
     pub fn from_request<B>(req: &Request<B>) -> Result<RequestTarget, GateError> {
         let mut host_headers = req.headers().get_all(HOST).iter();

@@ -73,23 +73,7 @@ pub(crate) async fn closed(socket: &mut Socket, within: Duration) -> (CloseCode,
 
 /// Every audit record of the proxy's audit directory.
 pub(crate) fn audit_records(proxy: &Wardgate) -> Vec<serde_json::Value> {
-    let dir = proxy.config_path.parent().expect("dir").join("data/audit");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .expect("audit dir")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .expect("audit file")
-                .lines()
-                .map(|l| serde_json::from_str(l).expect("record"))
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    crate::support::audit_records_in(&proxy.config_path.parent().expect("dir").join("data/audit"))
 }
 
 /// `session_closed` records, waiting briefly for the batched writer.

@@ -31,21 +31,8 @@ async fn events(proxy: &Wardgate, event: &str, needle: &str) -> Vec<serde_json::
 async fn events_in(dir: &std::path::Path, event: &str, needle: &str) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .expect("audit dir")
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .collect();
-        files.sort();
-        let found: Vec<serde_json::Value> = files
-            .iter()
-            .flat_map(|f| {
-                std::fs::read_to_string(f)
-                    .expect("audit file")
-                    .lines()
-                    .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("record"))
-                    .collect::<Vec<_>>()
-            })
+        let found: Vec<serde_json::Value> = crate::support::audit_records_in(dir)
+            .into_iter()
             .filter(|r| r["event"] == event)
             .collect();
         let seen = found
@@ -248,6 +235,15 @@ async fn provider_without_mfa_requires_the_wardgate_totp_step() {
         serde_json::json!(["nurse"]),
         "roles come from the provider"
     );
+    // Step-up through the JSON API uses the same local TOTP secret as the pages do.
+    let stepped = client
+        .post(proxy.url("/.wardgate/api/step-up"))
+        .header("origin", proxy.url(""))
+        .json(&serde_json::json!({ "totp": crate::support::auth::next_code(&nurse) }))
+        .send()
+        .await
+        .expect("step-up");
+    assert_eq!(stepped.status(), 200);
     let logins = events(&proxy, "sso_login", "Wardgate TOTP").await;
     assert!(
         has_reason(&logins, "provider hospital and Wardgate TOTP"),

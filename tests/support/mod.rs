@@ -284,3 +284,37 @@ pub fn run_cli(args: &[&str], cwd: &Path) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// Every record of the `*.jsonl` audit files in `dir`, in file order.
+pub fn audit_records_in(dir: &Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("audit dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .expect("audit file")
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("record"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Whether an external tool the tests need is here. When it is missing the tests are skipped
+/// locally but fail under CI (`CI` set), so a CI machine that lost a package cannot pass by
+/// skipping.
+pub fn tool_available(installed: bool, what: &str) -> bool {
+    if !installed {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{what} is missing (scripts/test installs it); these tests cannot be skipped under CI"
+        );
+        eprintln!("SKIPPED: {what} is missing (run scripts/test)");
+    }
+    installed
+}

@@ -21,12 +21,7 @@ impl RedisServer {
             .stdout(Stdio::null())
             .status()
             .is_ok();
-        if !installed {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "redis-server is not installed (scripts/test installs it); Redis tests cannot be skipped under CI"
-            );
-            eprintln!("SKIPPED: redis-server is not installed (run scripts/test)");
+        if !super::tool_available(installed, "redis-server") {
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -91,7 +91,7 @@ pub async fn start(
     for scope in &provider.config.scopes {
         request = request.add_scope(Scope::new(scope.clone()));
     }
-    if query_param(target, "reauth").as_deref() == Some("1") {
+    if target.query_param("reauth").as_deref() == Some("1") {
         // Step-up: the provider must authenticate the user now, not reuse its session.
         request = request
             .add_prompt(CoreAuthPrompt::Login)
@@ -104,7 +104,7 @@ pub async fn start(
         csrf_state: csrf_state.secret().clone(),
         nonce: nonce.secret().clone(),
         pkce_verifier: verifier.secret().clone(),
-        return_to: flow::safe_return(&query_param(target, "rd").unwrap_or_else(|| "/".into())),
+        return_to: flow::return_path(target),
     };
     app.state
         .put_sso_flow(&flow_id, &record, FLOW_TTL)
@@ -159,14 +159,6 @@ pub async fn callback(
     Ok(response)
 }
 
-fn query_param(target: &RequestTarget, name: &str) -> Option<String> {
-    target
-        .query
-        .as_deref()
-        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
-        .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == name).map(|(_, v)| v))
-}
-
 async fn finish(
     app: &App,
     ctx: &RequestCtx,
@@ -174,7 +166,7 @@ async fn finish(
     provider: &Provider,
     flow: &SsoFlow,
 ) -> Result<Response<Body>, Refusal> {
-    if let Some(error) = query_param(target, "error") {
+    if let Some(error) = target.query_param("error") {
         let error: String = error
             .chars()
             .filter(char::is_ascii_graphic)
@@ -186,11 +178,12 @@ async fn finish(
             format!("the provider answered error={error}"),
         ));
     }
-    let state = query_param(target, "state").unwrap_or_default();
+    let state = target.query_param("state").unwrap_or_default();
     if !bool::from(state.as_bytes().ct_eq(flow.csrf_state.as_bytes())) {
         return Err(refuse(StatusCode::BAD_REQUEST, TRY_AGAIN, "state mismatch"));
     }
-    let code = query_param(target, "code")
+    let code = target
+        .query_param("code")
         .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, TRY_AGAIN, "no code"))?;
     let unavailable = |e: super::ProviderError| {
         refuse(

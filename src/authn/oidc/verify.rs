@@ -47,7 +47,7 @@ pub(super) async fn exchange(
             other => refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Your organization's sign-in service cannot be reached right now. Please try again.",
-                format!("code exchange failed: {}", super::describe(&other)),
+                format!("code exchange failed: {}", super::error_chain(&other)),
             ),
         })
 }
@@ -117,7 +117,7 @@ pub(super) async fn verified_claims(
                 return Err(refuse(
                     StatusCode::UNAUTHORIZED,
                     TRY_AGAIN,
-                    format!("ID token refused: {}", super::describe(&error)),
+                    format!("ID token refused: {}", super::error_chain(&error)),
                 ))
             }
         }

@@ -130,19 +130,7 @@ pub(super) async fn step_up(
 ) -> Result<Response<Body>, GateError> {
     let principal = super::session_for_post(app, req.headers()).await?;
     let input: StepUpRequest = read_json(req).await?;
-    flow::totp_step(app, ctx, &principal.user, &input.totp).await?;
-    let now = unix_now();
-    app.state
-        .set_auth_time(&principal.session_id, now)
-        .await
-        .map_err(|e| GateError::StateUnavailable(e.to_string()))?;
-    crate::authn::events::emit(
-        app,
-        crate::authn::events::Event::StepUp,
-        &principal.user.name,
-        &ctx.conn.peer.ip().to_string(),
-        "TOTP re-entered",
-    );
+    let now = flow::step_up(app, ctx, &principal, &input.totp).await?;
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({ "auth_time": now }),

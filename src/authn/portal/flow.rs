@@ -155,6 +155,36 @@ pub async fn open_sso_session(
     Ok(session)
 }
 
+/// Step-up: proves the second factor again and moves the session's authentication time to
+/// now, which it returns. A single-sign-on identity holds no TOTP secret: a local account of the
+/// same name may (sign-on users can also step up by signing in again at their provider).
+pub async fn step_up(
+    app: &App,
+    ctx: &RequestCtx,
+    principal: &crate::authn::Principal,
+    code: &str,
+) -> Result<u64, GateError> {
+    let account = match &principal.sso {
+        Some(_) => app.users.get(&principal.user.name),
+        None => Some(Arc::clone(&principal.user)),
+    };
+    let account = account.ok_or(GateError::InvalidCredentials)?;
+    totp_step(app, ctx, &account, code).await?;
+    let now = unix_now();
+    app.state
+        .set_auth_time(&principal.session_id, now)
+        .await
+        .map_err(|e| GateError::StateUnavailable(e.to_string()))?;
+    emit(
+        app,
+        Event::StepUp,
+        &principal.user.name,
+        &source_ip(ctx),
+        "TOTP re-entered",
+    );
+    Ok(now)
+}
+
 /// Gives `user` a new unconfirmed TOTP secret unless one is pending already; returns the
 /// otpauth URI and the base32 secret.
 pub fn start_enrollment(
@@ -194,6 +224,11 @@ pub fn start_enrollment(
         totp::otpauth_uri(&secret, &user.name),
         totp::base32(&secret),
     ))
+}
+
+/// The request's `rd` parameter as a safe return path (`/` when absent or doubtful).
+pub fn return_path(target: &crate::gate::target::RequestTarget) -> String {
+    safe_return(&target.query_param("rd").unwrap_or_default())
 }
 
 /// A return path that can only lead back to this origin; anything doubtful becomes `/`.

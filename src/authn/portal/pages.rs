@@ -117,13 +117,8 @@ pub(super) fn login_form(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response<Body> {
-    let rd = target
-        .query
-        .as_deref()
-        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
-        .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "rd").map(|(_, v)| v))
-        .unwrap_or_else(|| "/".into());
-    render_login(app, &flow::safe_return(&rd), error, status)
+    let rd = flow::return_path(target);
+    render_login(app, &rd, error, status)
 }
 
 fn render_login(app: &App, rd: &str, error: Option<&str>, status: StatusCode) -> Response<Body> {

@@ -52,14 +52,9 @@ pub(super) async fn step_up_form(
     let Ok(principal) = session::validate(app, token, unix_now()).await else {
         return Ok(see_other("/.wardgate/login"));
     };
-    let rd = target
-        .query
-        .as_deref()
-        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
-        .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "rd").map(|(_, v)| v))
-        .unwrap_or_else(|| "/".into());
+    let rd = flow::return_path(target);
     Ok(render_step_up(
-        &flow::safe_return(&rd),
+        &rd,
         principal.sso.as_deref(),
         None,
         StatusCode::OK,
@@ -83,31 +78,11 @@ pub(super) async fn step_up_submit(
     };
     let fields = form(req).await?;
     let rd = flow::safe_return(field(&fields, "rd"));
-    // A single-sign-on identity holds no TOTP secret; a local account of the same name may.
-    let account = match &principal.sso {
-        Some(_) => app.users.get(&principal.user.name),
-        None => Some(std::sync::Arc::clone(&principal.user)),
-    };
-    let checked = match &account {
-        Some(account) => flow::totp_step(app, ctx, account, field(&fields, "code")).await,
-        None => Err(GateError::InvalidCredentials),
-    };
-    if let Err(error) = checked {
+    if let Err(error) = flow::step_up(app, ctx, &principal, field(&fields, "code")).await {
         return step_failure(error, |message, status| {
             render_step_up(&rd, principal.sso.as_deref(), Some(message), status)
         });
     }
-    app.state
-        .set_auth_time(&principal.session_id, unix_now())
-        .await
-        .map_err(|e| GateError::StateUnavailable(e.to_string()))?;
-    crate::authn::events::emit(
-        app,
-        crate::authn::events::Event::StepUp,
-        &principal.user.name,
-        &ctx.conn.peer.ip().to_string(),
-        "TOTP re-entered",
-    );
     Ok(see_other(&format!(
         "{}{}",
         app.config.listen.public_url, rd
