@@ -40,16 +40,18 @@ pub struct Auditor {
     healthy: Arc<AtomicBool>,
 }
 
-/// Proof that the access was recorded (or needs no record).
+/// Proof that an allowed request was recorded, handed from admission to forwarding. For an
+/// audited access it carries the completion record, already filled with the request's fields
+/// (built once: the session hash and the address are not computed twice per request).
 #[derive(Debug)]
 pub struct AuditTicket {
-    phi: bool,
+    completion: Option<AuditRecord>,
 }
 
 impl AuditTicket {
-    /// Whether a completion record is due when the response ends.
-    pub fn is_phi(&self) -> bool {
-        self.phi
+    /// The completion record to write when the response ends (`None`: not an audited access).
+    pub fn into_completion(self) -> Option<AuditRecord> {
+        self.completion
     }
 }
 
@@ -188,22 +190,25 @@ pub async fn admit(
 ) -> Result<AuditTicket, GateError> {
     let route = permit.route();
     if !route.phi && permit.break_glass().is_none() {
-        return Ok(AuditTicket { phi: false });
+        return Ok(AuditTicket { completion: None });
     }
     if !app.audit.is_healthy() {
         return Err(GateError::AuditUnavailable("audit writer unhealthy".into()));
     }
-    let mut record = request_record(ctx, Some(target), method);
-    record.decision = Some("allow".into());
+    let mut completion = request_record(ctx, Some(target), method);
+    completion.decision = Some("allow".into());
+    completion.break_glass = permit.break_glass().map(str::to_string);
+    let mut record = completion.clone();
     record.rule = permit.rule().map(str::to_string);
     record.reason = Some(permit.reason().to_string());
-    record.break_glass = permit.break_glass().map(str::to_string);
 
     match route.audit {
         AuditMode::Batched => app.audit.submit(record)?,
         AuditMode::Strict => app.audit.submit_durable(record).await?,
     }
-    Ok(AuditTicket { phi: true })
+    Ok(AuditTicket {
+        completion: Some(completion),
+    })
 }
 
 /// Records a refused request: every refusal on a PHI route (`access`, `deny`), and a policy

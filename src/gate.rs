@@ -98,5 +98,5 @@ async fn pipeline(
     // 6. audit: a PHI access is recorded first, or refused (503).
     let ticket = audit::admit(app, ctx, &permit, &target, req.method()).await?;
     // 7. forward: stream to the upstream and back.
-    proxy::forward(app, ctx, &permit, &ticket, &target, req).await
+    proxy::forward(app, ctx, &permit, ticket, &target, req).await
 }

@@ -32,7 +32,7 @@ pub async fn forward(
     app: &App,
     ctx: &mut RequestCtx,
     permit: &Permit,
-    ticket: &AuditTicket,
+    ticket: AuditTicket,
     target: &RequestTarget,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, GateError> {
@@ -179,13 +179,10 @@ pub async fn forward(
                 }
             }),
         };
-        if !ticket.is_phi() {
+        let Some(mut record) = ticket.into_completion() else {
             return Ok(response);
-        }
-        let mut record = crate::audit::request_record(ctx, Some(target), &parts.method);
-        record.decision = Some("allow".into());
+        };
         record.status = Some(response.status().as_u16());
-        record.break_glass = permit.break_glass().map(str::to_string);
         let started = ctx.started;
         let auditor = std::sync::Arc::clone(&app.audit);
         return Ok(response

@@ -46,26 +46,55 @@ const FORWARDING: [&str; 5] = [
 /// Removes hop-by-hop headers (and those listed in `Connection`). When `keep_upgrade` is set
 /// the `Upgrade` handshake headers survive so WebSockets can pass.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let upgrade = headers.get(header::UPGRADE).cloned();
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
+    let keep_upgrade = keep_upgrade && headers.contains_key(header::UPGRADE);
+    let hop = HopByHop::of(headers, keep_upgrade);
+    for name in names_where(headers, |name| hop.drops(name)) {
+        headers.remove(&name);
     }
-    match upgrade {
-        Some(protocol) if keep_upgrade => {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            headers.insert(header::UPGRADE, protocol);
-        }
-        _ => {
-            headers.remove(header::UPGRADE);
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Which headers of one message describe the connection rather than the message.
+struct HopByHop {
+    /// Lower-cased names listed in `Connection` (empty, and unallocated, when there is none).
+    listed: Vec<String>,
+    keep_upgrade: bool,
+}
+
+impl HopByHop {
+    fn of(headers: &HeaderMap, keep_upgrade: bool) -> HopByHop {
+        let listed = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|name| name.trim().to_ascii_lowercase())
+            .filter(|name| !name.is_empty())
+            .collect();
+        HopByHop {
+            listed,
+            keep_upgrade,
         }
     }
+
+    fn drops(&self, name: &HeaderName) -> bool {
+        if name == header::UPGRADE {
+            return !self.keep_upgrade;
+        }
+        HOP_BY_HOP.contains(name) || self.listed.iter().any(|listed| listed == name.as_str())
+    }
+}
+
+/// The names `picked` selects, in one pass: the common message carries none of the headers
+/// removed here, and then nothing is hashed, parsed or allocated.
+fn names_where(headers: &HeaderMap, picked: impl Fn(&HeaderName) -> bool) -> Vec<HeaderName> {
+    headers
+        .keys()
+        .filter(|name| picked(name))
+        .cloned()
+        .collect()
 }
 
 /// Prepares the headers of a request about to be forwarded.
@@ -77,49 +106,57 @@ pub fn prepare_request(
     proxy: &ProxyConfig,
     upgrade: bool,
 ) {
-    remove_hop_by_hop(headers, upgrade);
-    let stripped: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("x-wardgate-"))
-        .cloned()
-        .collect();
-    for name in stripped {
-        tracing::debug!(header = %name, request_id = %ctx.request_id(), "stripped client-sent identity header");
-        headers.remove(&name);
-    }
-    for name in &proxy.strip_headers {
-        headers.remove(name);
-    }
-    for name in URL_OVERRIDES {
-        headers.remove(name);
-    }
     let peer = ctx.conn.peer.ip();
     let trusted = listen.trusted_proxies.iter().any(|net| net.contains(&peer));
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(chain) if trusted => format!("{chain}, {}", display_ip(peer)),
-        _ => display_ip(peer),
+    let keep_upgrade = upgrade && headers.contains_key(header::UPGRADE);
+    let hop = HopByHop::of(headers, keep_upgrade);
+    let chain = headers
+        .get(X_FORWARDED_FOR)
+        .filter(|_| trusted && !hop.drops(&X_FORWARDED_FOR))
+        .and_then(|v| v.to_str().ok());
+    let forwarded_for = match chain {
+        Some(chain) => format!("{chain}, {}", display_ip(peer)),
+        None => display_ip(peer),
     };
-    if !trusted {
-        for name in FORWARDING {
-            headers.remove(name);
+    let removed = names_where(headers, |name| {
+        let name_str = name.as_str();
+        hop.drops(name)
+            || name_str.starts_with("x-wardgate-")
+            || proxy.strip_headers.contains(name)
+            || URL_OVERRIDES.contains(&name_str)
+            || (!trusted && FORWARDING.contains(&name_str))
+    });
+    for name in removed {
+        if name.as_str().starts_with("x-wardgate-") {
+            tracing::debug!(header = %name, request_id = %ctx.request_id(), "stripped client-sent identity header");
         }
+        headers.remove(&name);
     }
-    let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let set = |headers: &mut HeaderMap, name: HeaderName, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(name, value);
         }
     };
-    set(headers, "x-forwarded-for", &forwarded_for);
-    if !trusted || !headers.contains_key("x-forwarded-proto") {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    set(headers, X_FORWARDED_FOR, &forwarded_for);
+    if !trusted || !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     }
-    if !trusted || !headers.contains_key("x-forwarded-host") {
-        set(headers, "x-forwarded-host", &target.authority);
+    if !trusted || !headers.contains_key(X_FORWARDED_HOST) {
+        set(headers, X_FORWARDED_HOST, &target.authority);
     }
-    set(headers, "host", &target.authority);
-    headers.insert("x-request-id", ctx.request_id.clone());
-    headers.insert("x-wardgate-request-id", ctx.request_id.clone());
+    set(headers, header::HOST, &target.authority);
+    headers.insert(X_REQUEST_ID, ctx.request_id.clone());
+    headers.insert(X_WARDGATE_REQUEST_ID, ctx.request_id.clone());
 }
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_WARDGATE_REQUEST_ID: HeaderName = HeaderName::from_static("x-wardgate-request-id");
 
 fn display_ip(ip: IpAddr) -> String {
     match ip {
