@@ -38,6 +38,20 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// Keeps the recorder's memory bounded: histogram samples accumulate until they are folded
+/// into the buckets, which otherwise happens only when `/metrics` is scraped. A proxy nobody
+/// scrapes would keep every request's latency sample (8 bytes per request, forever).
+pub fn spawn_upkeep(handle: PrometheusHandle) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            handle.run_upkeep();
+        }
+    });
+}
+
 /// Registered handles of one route's request metrics, so counting a request allocates
 /// nothing and skips the registry lookup (label strings are built once per route and status).
 struct RouteMetrics {

@@ -112,6 +112,7 @@ fn start_state(config: &StateConfig) -> Result<Arc<dyn StateStore>, ServeError> 
 /// Serves `config` until SIGTERM/SIGINT. `source` is re-read on SIGHUP (none: reload disabled).
 pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), ServeError> {
     let metrics = crate::metrics::install();
+    crate::metrics::spawn_upkeep(metrics.clone());
     for warning in &config.warnings {
         tracing::warn!("config: {warning}");
     }

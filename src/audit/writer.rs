@@ -337,11 +337,11 @@ fn append(
 ) -> std::io::Result<()> {
     *seq += 1;
     record.seq = *seq;
-    record.prev = prev.clone();
+    record.prev = std::mem::take(prev);
     record.replica = Some(replica.to_string());
-    let line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-    *prev = line_hash(&line);
-    buffer.extend_from_slice(&line);
+    let start = buffer.len();
+    serde_json::to_writer(&mut *buffer, record).map_err(std::io::Error::other)?;
+    *prev = line_hash(&buffer[start..]);
     buffer.push(b'\n');
     Ok(())
 }
