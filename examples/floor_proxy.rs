@@ -64,9 +64,8 @@ fn main() -> Result<(), Failure> {
                     let Ok(tls_stream) = acceptor.accept(stream).await else {
                         return;
                     };
-                    let service = service_fn(move |req| {
-                        forward(client.clone(), Arc::clone(&backend), req)
-                    });
+                    let service =
+                        service_fn(move |req| forward(client.clone(), Arc::clone(&backend), req));
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls_stream), service)
                         .await;

@@ -6,7 +6,7 @@
 //! backend, so the retry cannot repeat an action. Unreachable backend: 502; no response head
 //! within `response_timeout`: 504.
 
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -101,22 +101,27 @@ pub async fn forward(
     } else {
         1
     };
+    let method = parts.method.clone();
+    // The head is copied only when a retry could need it again.
+    let mut next_parts = Some(parts);
     loop {
         attempts -= 1;
         let chosen = pool
             .pick()
             .ok_or_else(|| GateError::UpstreamUnreachable("empty pool".into()))?;
         ctx.upstream = Some(chosen.label.clone());
-        let uri: Uri = format!(
-            "{}{}",
-            chosen.base.to_string().trim_end_matches('/'),
-            target.path_and_query()
-        )
-        .parse()
-        .map_err(|_| GateError::BadRequest("target cannot be forwarded"))?;
-        let mut upstream_req =
-            Request::from_parts(parts.clone(), body.take().unwrap_or_else(body::empty));
-        *upstream_req.uri_mut() = uri;
+        let uri = chosen
+            .uri_for(target.path_and_query())
+            .map_err(|_| GateError::BadRequest("target cannot be forwarded"))?;
+        let Some(mut attempt_parts) = next_parts.take() else {
+            return Err(GateError::Internal("request head already sent".into()));
+        };
+        if attempts > 0 {
+            next_parts = Some(attempt_parts.clone());
+        }
+        attempt_parts.uri = uri;
+        let upstream_req =
+            Request::from_parts(attempt_parts, body.take().unwrap_or_else(body::empty));
         let sent = tokio::time::timeout(
             app.config.proxy.response_timeout,
             pool.client.request(upstream_req),
@@ -151,7 +156,7 @@ pub async fn forward(
         headers::remove_hop_by_hop(response.headers_mut(), switching && upgrade);
         // Registration allocates (session, user, route, path): only for what can outlive the
         // request, never for the common short response.
-        let opened = || live_opened(permit, ctx, target, &parts.method, websocket);
+        let opened = || live_opened(permit, ctx, target, &method, websocket);
         let response = match (switching, client_upgrade) {
             (true, Some(client_upgrade)) => {
                 response.headers_mut().remove("sec-websocket-extensions");

@@ -55,6 +55,19 @@ impl Target {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// The address of `path_and_query` on this target (no formatting and re-parsing of the
+    /// whole URI per request: scheme and authority are shared, the path is moved in).
+    pub fn uri_for(&self, path_and_query: String) -> Result<Uri, http::Error> {
+        let mut builder = Uri::builder();
+        if let Some(scheme) = self.base.scheme() {
+            builder = builder.scheme(scheme.clone());
+        }
+        if let Some(authority) = self.base.authority() {
+            builder = builder.authority(authority.clone());
+        }
+        builder.path_and_query(path_and_query).build()
+    }
+
     /// Records an active health-check result.
     pub fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::Relaxed);
