@@ -216,4 +216,34 @@ mod tests {
             vec!["x-kept"]
         );
     }
+
+    #[test]
+    fn upgrade_survives_only_when_kept() {
+        let upgrade_request = || {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::CONNECTION,
+                HeaderValue::from_static("Upgrade , X-Other"),
+            );
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert("x-other", HeaderValue::from_static("1"));
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+            headers
+        };
+        let mut kept = upgrade_request();
+        remove_hop_by_hop(&mut kept, true);
+        assert_eq!(
+            kept.get(header::UPGRADE).map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
+        assert_eq!(
+            kept.get(header::CONNECTION).map(|v| v.as_bytes()),
+            Some(&b"upgrade"[..])
+        );
+        assert_eq!(kept.len(), 2, "{kept:?}");
+
+        let mut dropped = upgrade_request();
+        remove_hop_by_hop(&mut dropped, false);
+        assert!(dropped.is_empty(), "{dropped:?}");
+    }
 }
