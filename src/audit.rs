@@ -21,6 +21,7 @@ use crate::gate::target::RequestTarget;
 
 pub mod checkpoint;
 pub mod detect;
+pub mod line;
 pub mod mirror;
 pub mod queue;
 pub mod record;

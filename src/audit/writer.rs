@@ -340,7 +340,7 @@ fn append(
     record.prev = std::mem::take(prev);
     record.replica = Some(replica.to_string());
     let start = buffer.len();
-    serde_json::to_writer(&mut *buffer, record).map_err(std::io::Error::other)?;
+    super::line::write(buffer, record);
     *prev = line_hash(&buffer[start..]);
     buffer.push(b'\n');
     Ok(())
