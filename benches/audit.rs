@@ -32,16 +32,16 @@ fn auditor(dir: &std::path::Path) -> Auditor {
 
 fn record(i: u64) -> AuditRecord {
     let mut record = AuditRecord::new("access");
-    record.request_id = Some(format!("0b5c1d2e-0000-4000-8000-{i:012}"));
+    record.request_id = Some(format!("0b5c1d2e-0000-4000-8000-{i:012}").into());
     record.user = Some("dr.alvarez".into());
-    record.roles = Some(vec!["clinician".into()]);
+    record.roles = Some(["clinician".to_string()].into());
     record.session = Some("5f0c6a1b2c3d4e5f60718293a4b5c6d7".into());
     record.src_ip = Some("10.20.0.5".into());
     record.method = Some("GET".into());
     record.host = Some("portal.example.org".into());
-    record.path = Some(format!("/api/patients/{}/records", i % 5000));
+    record.path = Some(format!("/api/patients/{}/records", i % 5000).into());
     record.route = Some("patient-records".into());
-    record.patient_id = Some(format!("{}", i % 5000));
+    record.patient_id = Some(format!("{}", i % 5000).into());
     record.decision = Some("allow".into());
     record.rule = Some("patient-records/allow[0]".into());
     record.reason = Some("allowed by rule".into());

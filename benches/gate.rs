@@ -88,10 +88,8 @@ fn stages(
         .header("authorization", format!("Bearer {token}"))
         .body(())
         .expect("request");
-    let conn = wardgate::gate::context::ConnInfo {
-        peer: "127.0.0.1:40000".parse().expect("addr"),
-        client_identity: None,
-    };
+    let conn =
+        wardgate::gate::context::ConnInfo::new("127.0.0.1:40000".parse().expect("addr"), None);
     let now = wardgate::state::unix_now();
     c.bench_function(name, |b| {
         b.iter(|| {

@@ -29,7 +29,7 @@ pub mod verify;
 pub mod webhook;
 pub mod writer;
 
-pub use record::AuditRecord;
+pub use record::{AuditRecord, Text};
 
 /// How long a strict-mode request waits for its record to become durable.
 const STRICT_WAIT: Duration = Duration::from_secs(5);
@@ -160,19 +160,22 @@ pub fn request_record(
     method: &http::Method,
 ) -> AuditRecord {
     let mut record = AuditRecord::new("access");
-    record.request_id = Some(ctx.request_id().to_string());
-    record.src_ip = Some(ctx.conn.peer.ip().to_string());
+    record.request_id = Some(Text::from(ctx.request_id()));
+    record.src_ip = Some(Arc::clone(&ctx.conn.peer_ip));
     record.client_cert = ctx
         .conn
         .client_identity
         .as_ref()
-        .map(|id| id.subject.clone());
-    record.method = Some(method.to_string());
-    if let Some(target) = target {
-        record.host = Some(target.host.clone());
-        record.path = Some(target.path.clone());
+        .map(|id| Text::from(id.subject.as_str()));
+    record.method = Some(Text::from(method.as_str()));
+    if let Some((host, path)) = &ctx.phi_target {
+        record.host = Some(Arc::clone(host));
+        record.path = Some(Arc::clone(path));
+    } else if let Some(target) = target {
+        record.host = Some(Text::from(target.host.as_str()));
+        record.path = Some(Text::from(target.path.as_str()));
     }
-    record.route = ctx.route.as_ref().map(|r| r.name.clone());
+    record.route = ctx.route.as_ref().map(|r| Text::from(r.name.as_str()));
     record.patient_id = ctx.patient_id.clone();
     record.user = ctx.user.clone();
     record.roles = ctx.roles.clone();
@@ -198,7 +201,7 @@ pub async fn admit(
     }
     let mut completion = request_record(ctx, Some(target), method);
     completion.decision = Some("allow".into());
-    completion.break_glass = permit.break_glass().map(str::to_string);
+    completion.break_glass = permit.break_glass().map(Text::from);
     let mut record = completion.clone();
     record.rule = permit.rule().map(str::to_string);
     record.reason = Some(permit.reason().to_string());
@@ -229,10 +232,6 @@ pub fn refused(
     let mut record = request_record(ctx, None, method);
     if !phi {
         record.event = "denied".into();
-    }
-    if let Some((host, path)) = &ctx.phi_target {
-        record.host = Some(host.clone());
-        record.path = Some(path.clone());
     }
     record.decision = Some("deny".into());
     if let GateError::Denied { rule, .. } = error {

@@ -186,13 +186,13 @@ fn close(app: &App, entry: &Entry, reason: String) {
     }
     let opened = &entry.opened;
     let mut record = crate::audit::AuditRecord::new("session_closed");
-    record.user = Some(opened.user.clone());
+    record.user = Some(opened.user.as_str().into());
     record.session = Some(crate::audit::record::session_hash(&opened.session_id));
-    record.route = Some(opened.route.clone());
-    record.method = Some(opened.method.to_string());
-    record.host = Some(opened.host.clone());
-    record.path = Some(opened.path.clone());
-    record.src_ip = Some(opened.conn.peer.ip().to_string());
+    record.route = Some(opened.route.as_str().into());
+    record.method = Some(opened.method.as_str().into());
+    record.host = Some(opened.host.as_str().into());
+    record.path = Some(opened.path.as_str().into());
+    record.src_ip = Some(std::sync::Arc::clone(&opened.conn.peer_ip));
     record.reason = Some(reason.clone());
     app.audit.submit_or_wait(record);
     let kind = match opened.kind {

@@ -61,7 +61,7 @@ pub async fn forward(
     );
     if permit.break_glass().is_some() {
         parts.headers.insert(
-            "x-wardgate-break-glass",
+            headers::X_WARDGATE_BREAK_GLASS,
             http::HeaderValue::from_static("1"),
         );
     }
@@ -75,9 +75,9 @@ pub async fn forward(
             crate::state::unix_now(),
             permit.break_glass().is_some(),
         ) {
-            if let Ok(value) = http::HeaderValue::from_str(&assertion) {
-                parts.headers.insert("x-wardgate-assertion", value);
-            }
+            parts
+                .headers
+                .insert(headers::X_WARDGATE_ASSERTION, assertion);
         }
     }
     parts.version = http::Version::HTTP_11;

@@ -54,7 +54,7 @@ fn start_audit(config: &Config) -> Result<crate::audit::Auditor, ServeError> {
         fsync_interval: config.audit.fsync_interval,
         max_file_size: config.audit.max_file_size,
         checkpoint_every: config.audit.checkpoint_every,
-        replica: config.audit.replica.clone(),
+        replica: config.audit.replica.as_str().into(),
         rotate_every: config.audit.rotate_every,
         mirror: config
             .audit

@@ -138,7 +138,7 @@ async fn revoke(app: &App, body: &Bytes) -> Response<Body> {
             Err(err) => Err(err),
             Ok(sessions) => match sessions
                 .into_iter()
-                .find(|s| session_hash(&s.id) == id_hash)
+                .find(|s| *session_hash(&s.id) == *id_hash)
             {
                 None => return json(StatusCode::NOT_FOUND, r#"{"error":"no such session"}"#),
                 Some(session) => app
@@ -158,7 +158,7 @@ async fn revoke(app: &App, body: &Bytes) -> Response<Body> {
     match outcome {
         Ok((user, revoked)) => {
             let mut record = crate::audit::AuditRecord::new("logout");
-            record.user = Some(user.clone());
+            record.user = Some(user.as_str().into());
             record.reason = Some(format!("{revoked} session(s) revoked by an administrator"));
             app.audit.submit_or_wait(record);
             tracing::info!(target: "wardgate::security", event = "logout", user, revoked, "sessions revoked by an administrator");

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::record::AuditRecord;
+use super::record::{AuditRecord, Text};
 
 /// `[detect]`, validated.
 #[derive(Debug, Clone)]
@@ -37,11 +37,11 @@ pub struct DetectConfig {
 pub struct Detector {
     config: DetectConfig,
     by_account: HashMap<String, VecDeque<Instant>>,
-    by_ip: HashMap<String, VecDeque<Instant>>,
+    by_ip: HashMap<Text, VecDeque<Instant>>,
     /// user → patient → last access; only patients inside the window are kept, so memory
     /// stays proportional to distinct patients per user, not to request volume.
-    patients: HashMap<String, HashMap<String, Instant>>,
-    after_hours_alerted: HashMap<String, Instant>,
+    patients: HashMap<Text, HashMap<Text, Instant>>,
+    after_hours_alerted: HashMap<Text, Instant>,
     seen: u64,
 }
 
@@ -165,7 +165,7 @@ impl Detector {
                     };
                     let recently = self
                         .after_hours_alerted
-                        .get(user)
+                        .get(&**user)
                         .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(3600));
                     if !inside && !recently {
                         self.after_hours_alerted.insert(user.clone(), now);
@@ -277,7 +277,7 @@ mod tests {
         let mut access = |user: &str, hours: String| {
             let mut record = event("access", user, "10.0.0.3");
             record.decision = Some("allow".into());
-            record.work_hours = Some(hours);
+            record.work_hours = Some(hours.into());
             detector.observe(&record)
         };
         assert!(

@@ -3,9 +3,19 @@
 //! Fields that do not apply are absent rather than null. Nothing secret is ever a field:
 //! sessions appear only as a hash, and there is no field that could hold a password, a TOTP
 //! code, a token or a cookie.
+//!
+//! The per-request fields are [`Text`] (`Arc<str>`) rather than `String`: under load, building,
+//! cloning and freeing those strings was a measurable share of each PHI request.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+/// Text shared between the records of one request (and with the request itself): the two
+/// `access` records of a PHI request carry the same user, roles, path and so on, and a clone
+/// of an `Arc<str>` is a reference count, not another allocation freed on the writer thread.
+pub type Text = Arc<str>;
 
 /// One audit record.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -21,37 +31,37 @@ pub struct AuditRecord {
     pub event: String,
     /// Request id (as answered in `X-Request-Id`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub request_id: Option<String>,
+    pub request_id: Option<Text>,
     /// Username.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub user: Option<String>,
+    pub user: Option<Text>,
     /// The user's roles.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub roles: Option<Vec<String>>,
+    pub roles: Option<Arc<[String]>>,
     /// SHA-256 of the session id (first 32 hex digits).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub session: Option<String>,
+    pub session: Option<Text>,
     /// Client address.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub src_ip: Option<String>,
+    pub src_ip: Option<Text>,
     /// Verified client-certificate subject.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub client_cert: Option<String>,
+    pub client_cert: Option<Text>,
     /// HTTP method.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub method: Option<String>,
+    pub method: Option<Text>,
     /// Host.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub host: Option<String>,
+    pub host: Option<Text>,
     /// Canonical path.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub path: Option<String>,
+    pub path: Option<Text>,
     /// Route name.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub route: Option<String>,
+    pub route: Option<Text>,
     /// Patient id bound by the route (`{patient_id}`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub patient_id: Option<String>,
+    pub patient_id: Option<Text>,
     /// `allow` or `deny`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub decision: Option<String>,
@@ -72,14 +82,14 @@ pub struct AuditRecord {
     pub latency_ms: Option<f64>,
     /// Break-glass reason, when the access used emergency access.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub break_glass: Option<String>,
+    pub break_glass: Option<Text>,
     /// Replica that wrote the record.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub replica: Option<String>,
+    pub replica: Option<Text>,
     /// The user's own working hours (claim `work_hours`), for the detection rules only: never
     /// written to the log.
     #[serde(skip)]
-    pub work_hours: Option<String>,
+    pub work_hours: Option<Text>,
     /// Checkpoints only: Ed25519 signature (hex) over `prev`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub signature: Option<String>,
@@ -112,11 +122,10 @@ pub fn line_hash(line: &[u8]) -> String {
     hex(&Sha256::digest(line))
 }
 
-/// What the audit trail keeps of a session id.
-pub fn session_hash(session_id: &str) -> String {
-    let mut digest = line_hash(session_id.as_bytes());
-    digest.truncate(32);
-    digest
+/// What the audit trail keeps of a session id: the first 32 hex digits of its SHA-256.
+pub fn session_hash(session_id: &str) -> Text {
+    let digest = Sha256::digest(session_id.as_bytes());
+    Text::from(hex(&digest[..16]))
 }
 
 /// `prev` of the first record ever.

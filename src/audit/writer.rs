@@ -45,7 +45,7 @@ pub struct WriterSettings {
     /// Write a signed checkpoint after this many records.
     pub checkpoint_every: u64,
     /// Replica id stamped on every record.
-    pub replica: String,
+    pub replica: super::Text,
 }
 
 struct Chain {
@@ -333,12 +333,12 @@ fn append(
     record: &mut AuditRecord,
     seq: &mut u64,
     prev: &mut String,
-    replica: &str,
+    replica: &super::Text,
 ) -> std::io::Result<()> {
     *seq += 1;
     record.seq = *seq;
     record.prev = std::mem::take(prev);
-    record.replica = Some(replica.to_string());
+    record.replica = Some(std::sync::Arc::clone(replica));
     let start = buffer.len();
     super::line::write(buffer, record);
     *prev = line_hash(&buffer[start..]);

@@ -48,8 +48,8 @@ impl Event {
 /// Records one security event in the audit trail and the log.
 pub fn emit(app: &crate::app::App, event: Event, user: &str, src_ip: &str, reason: &str) {
     let mut record = crate::audit::AuditRecord::new(event.name());
-    record.user = (user != "-").then(|| user.to_string());
-    record.src_ip = Some(src_ip.to_string());
+    record.user = (user != "-").then(|| user.into());
+    record.src_ip = Some(src_ip.into());
     record.reason = Some(reason.to_string());
     app.audit.submit_or_wait(record);
     match event {
@@ -70,7 +70,7 @@ pub fn emit(app: &crate::app::App, event: Event, user: &str, src_ip: &str, reaso
 /// A session ended by timeout.
 pub fn session_expired(app: &crate::app::App, user: &str, reason: &str) {
     let mut record = crate::audit::AuditRecord::new("session_closed");
-    record.user = Some(user.to_string());
+    record.user = Some(user.into());
     record.reason = Some(reason.to_string());
     app.audit.submit_or_wait(record);
     tracing::info!(target: "wardgate::security", event = "session_closed", user, reason, "security event");

@@ -81,20 +81,20 @@ fn query(paths: &[PathBuf], filter: &Filter, json: bool) -> Result<(), CliError>
             if json {
                 println!("{line}");
             } else {
-                let cell = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+                let cell = |v: Option<&str>| v.unwrap_or("-").to_string();
                 println!(
                     "{:<24} {:<14} {:<16} {:<8} {:<24} {:<10} {:<6} {}",
                     record.ts,
                     record.event,
-                    cell(&record.user),
-                    cell(&record.patient_id),
-                    cell(&record.path),
-                    cell(&record.decision),
+                    cell(record.user.as_deref()),
+                    cell(record.patient_id.as_deref()),
+                    cell(record.path.as_deref()),
+                    cell(record.decision.as_deref()),
                     record.status.map_or("-".into(), |s| s.to_string()),
-                    record
-                        .break_glass
-                        .as_ref()
-                        .map_or_else(|| cell(&record.reason), |b| format!("BREAK-GLASS: {b}")),
+                    record.break_glass.as_ref().map_or_else(
+                        || cell(record.reason.as_deref()),
+                        |b| format!("BREAK-GLASS: {b}")
+                    ),
                 );
             }
         }
@@ -114,11 +114,11 @@ impl Filter {
     fn matches(&self, record: &crate::audit::AuditRecord) -> bool {
         self.user
             .as_ref()
-            .is_none_or(|u| record.user.as_ref() == Some(u))
+            .is_none_or(|u| record.user.as_deref() == Some(u.as_str()))
             && self
                 .patient
                 .as_ref()
-                .is_none_or(|p| record.patient_id.as_ref() == Some(p))
+                .is_none_or(|p| record.patient_id.as_deref() == Some(p.as_str()))
             && self.event.as_ref().is_none_or(|e| record.event == *e)
             && self
                 .since

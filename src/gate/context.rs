@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use http::HeaderValue;
 
+use crate::audit::record::Text;
 use crate::config::RouteConfig;
 
 /// Verified client-certificate identity (mTLS), for service callers and devices.
@@ -23,6 +24,9 @@ pub struct ClientIdentity {
 pub struct ConnInfo {
     /// The TCP peer.
     pub peer: SocketAddr,
+    /// The peer's address as text (an IPv4-mapped IPv6 address shown as IPv4), formatted once
+    /// per connection for the audit records and `X-Forwarded-For` of its requests.
+    pub peer_ip: Text,
     /// Present when the client sent a certificate that verified against `client_ca`.
     pub client_identity: Option<Arc<ClientIdentity>>,
 }
@@ -44,17 +48,18 @@ pub struct RequestCtx {
     /// send it to sign in, with a same-origin return path. `None` for API clients.
     pub login_redirect: Option<HeaderValue>,
     /// The signed-in user, once authentication has run (for logs and audit).
-    pub user: Option<String>,
+    pub user: Option<Text>,
     /// The signed-in user's roles.
-    pub roles: Option<Vec<String>>,
+    pub roles: Option<Arc<[String]>>,
     /// The session id (hashed before it is written anywhere).
     pub session: Option<String>,
     /// The user's `work_hours` claim, for the out-of-hours detection rule.
-    pub work_hours: Option<String>,
+    pub work_hours: Option<Text>,
     /// The `{patient_id}` the route captured, if any.
-    pub patient_id: Option<String>,
-    /// Host and canonical path, kept for the audit record of a refused PHI request.
-    pub phi_target: Option<(String, String)>,
+    pub patient_id: Option<Text>,
+    /// Host and canonical path of a request on a PHI route, for its audit records (allowed or
+    /// refused), made once and shared by them.
+    pub phi_target: Option<(Text, Text)>,
     /// Whether the request looks like a browser navigation.
     pub browser: bool,
 }
@@ -101,25 +106,49 @@ impl RequestCtx {
             .params
             .iter()
             .find(|(name, _)| name == "patient_id")
-            .map(|(_, value)| value.clone());
+            .map(|(_, value)| Text::from(value.as_str()));
         if matched.route.phi {
-            self.phi_target = Some((target.host.clone(), target.path.clone()));
+            self.phi_target = Some((
+                Text::from(target.host.as_str()),
+                Text::from(target.path.as_str()),
+            ));
         }
     }
 
     /// Records the authenticated user for the request log.
     pub fn note_caller(&mut self, caller: &crate::authn::Caller) {
         if let crate::authn::Caller::User(principal, _) = caller {
-            self.user = Some(principal.user.name.clone());
-            self.roles = Some(principal.user.roles.clone());
+            self.user = Some(Text::from(principal.user.name.as_str()));
+            self.roles = Some(Arc::from(principal.user.roles.as_slice()));
             self.session = Some(principal.session_id.clone());
-            self.work_hours = principal.user.claims.get("work_hours").cloned();
+            self.work_hours = principal
+                .user
+                .claims
+                .get("work_hours")
+                .map(|hours| Text::from(hours.as_str()));
         }
     }
 
     /// The request id as text.
     pub fn request_id(&self) -> &str {
         self.request_id.to_str().unwrap_or("-")
+    }
+}
+
+impl ConnInfo {
+    /// Facts of a connection from `peer`.
+    pub fn new(peer: SocketAddr, client_identity: Option<Arc<ClientIdentity>>) -> ConnInfo {
+        let ip = match peer.ip() {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+        };
+        ConnInfo {
+            peer,
+            peer_ip: Text::from(ip),
+            client_identity,
+        }
     }
 }
 

@@ -4,13 +4,16 @@
 //!
 //! `aud` is the upstream's name, so an assertion taken from one backend is useless at
 //! another. Signing costs tens of microseconds, so a signed assertion is cached per session
-//! and upstream and reused until shortly before it expires.
+//! and upstream and reused until shortly before it expires. The cache holds the finished header
+//! value, found by the session id alone, so a reuse costs no allocation and no re-validation of
+//! the token's bytes.
 
 use std::path::Path;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use dashmap::DashMap;
+use http::HeaderValue;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::Serialize;
@@ -42,7 +45,15 @@ pub struct AssertionSigner {
     key: EncodingKey,
     kid: String,
     jwks: String,
-    cache: DashMap<(String, String, bool), (String, u64)>,
+    cache: DashMap<String, Vec<Cached>>,
+}
+
+/// A signed assertion of one session, for one upstream.
+struct Cached {
+    upstream: String,
+    break_glass: bool,
+    value: HeaderValue,
+    exp: u64,
 }
 
 impl std::fmt::Debug for AssertionSigner {
@@ -88,15 +99,15 @@ impl AssertionSigner {
         issuer: &str,
         now: u64,
         break_glass: bool,
-    ) -> Option<String> {
-        let cache_key = (
-            principal.session_id.clone(),
-            upstream.to_string(),
-            break_glass,
-        );
-        if let Some(entry) = self.cache.get(&cache_key) {
-            if entry.1 >= now + REUSE_MARGIN {
-                return Some(entry.0.clone());
+    ) -> Option<HeaderValue> {
+        if let Some(signed) = self.cache.get(principal.session_id.as_str()) {
+            let reusable = signed.iter().find(|c| {
+                c.upstream == upstream
+                    && c.break_glass == break_glass
+                    && c.exp >= now + REUSE_MARGIN
+            });
+            if let Some(cached) = reusable {
+                return Some(cached.value.clone());
             }
         }
         let claims = AssertionClaims {
@@ -114,11 +125,87 @@ impl AssertionSigner {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         let token = jsonwebtoken::encode(&header, &claims, &self.key).ok()?;
+        let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(token)).ok()?;
         if self.cache.len() > 50_000 {
-            self.cache.retain(|_, (_, exp)| *exp > now);
+            self.cache.retain(|_, signed| {
+                signed.retain(|c| c.exp > now);
+                !signed.is_empty()
+            });
         }
-        self.cache
-            .insert(cache_key, (token.clone(), now + LIFETIME));
-        Some(token)
+        let mut signed = self.cache.entry(principal.session_id.clone()).or_default();
+        signed.retain(|c| c.exp >= now + REUSE_MARGIN);
+        signed.push(Cached {
+            upstream: upstream.to_string(),
+            break_glass,
+            value: value.clone(),
+            exp: now + LIFETIME,
+        });
+        Some(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::authn::users::User;
+
+    fn principal(session_id: &str) -> Principal {
+        Principal {
+            user: Arc::new(User {
+                name: "dr.grey".into(),
+                roles: vec!["clinician".into()],
+                ..User::default()
+            }),
+            session_id: session_id.into(),
+            auth_time: 1_000,
+            amr: vec!["pwd".into(), "otp".into()],
+            expires_at: 10_000,
+            sso: None,
+        }
+    }
+
+    fn audience(value: &HeaderValue) -> serde_json::Value {
+        let text = value.to_str().expect("ascii");
+        let payload = text.split('.').nth(1).expect("payload");
+        let json = URL_SAFE_NO_PAD.decode(payload).expect("base64");
+        let claims: serde_json::Value = serde_json::from_slice(&json).expect("json");
+        serde_json::json!([claims["aud"], claims["break_glass"], claims["exp"]])
+    }
+
+    /// The cache is found by session id alone, so it must still tell upstreams, the
+    /// break-glass mark and expiry apart.
+    #[test]
+    fn cache_keeps_upstreams_and_break_glass_apart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let signer =
+            AssertionSigner::load_or_create(&dir.path().join("assertion.key")).expect("signer");
+        let me = principal("session-a");
+        let iss = "https://wardgate.test";
+        let ehr = signer
+            .assertion(&me, "ehr", iss, 2_000, false)
+            .expect("ehr");
+        let lab = signer
+            .assertion(&me, "lab", iss, 2_000, false)
+            .expect("lab");
+        let glass = signer
+            .assertion(&me, "ehr", iss, 2_000, true)
+            .expect("glass");
+        assert_eq!(audience(&ehr), serde_json::json!(["ehr", null, 2_060]));
+        assert_eq!(audience(&lab), serde_json::json!(["lab", null, 2_060]));
+        assert_eq!(audience(&glass), serde_json::json!(["ehr", true, 2_060]));
+        // Reused while at least REUSE_MARGIN seconds are left, then signed anew.
+        let reused = signer
+            .assertion(&me, "ehr", iss, 2_040, false)
+            .expect("reuse");
+        assert_eq!(reused, ehr);
+        let renewed = signer
+            .assertion(&me, "ehr", iss, 2_050, false)
+            .expect("renew");
+        assert_eq!(audience(&renewed), serde_json::json!(["ehr", null, 2_110]));
+        // Another session never gets this one's assertion.
+        let other = signer.assertion(&principal("session-b"), "ehr", iss, 2_040, false);
+        assert_ne!(other.expect("other"), ehr);
     }
 }

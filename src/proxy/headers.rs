@@ -6,8 +6,6 @@
 //! including any header the client names in `Connection`, never cross the proxy, so a client
 //! cannot make Wardgate drop a header it set (`Connection: X-Wardgate-User`).
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{ListenConfig, ProxyConfig};
@@ -115,8 +113,8 @@ pub fn prepare_request(
         .filter(|_| trusted && !hop.drops(&X_FORWARDED_FOR))
         .and_then(|v| v.to_str().ok());
     let forwarded_for = match chain {
-        Some(chain) => format!("{chain}, {}", display_ip(peer)),
-        None => display_ip(peer),
+        Some(chain) => format!("{chain}, {}", ctx.conn.peer_ip),
+        None => ctx.conn.peer_ip.to_string(),
     };
     let removed = names_where(headers, |name| {
         let name_str = name.as_str();
@@ -157,15 +155,12 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_WARDGATE_REQUEST_ID: HeaderName = HeaderName::from_static("x-wardgate-request-id");
-
-fn display_ip(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
-        IpAddr::V4(v4) => v4.to_string(),
-    }
-}
+/// The signed identity assertion for the backend.
+pub const X_WARDGATE_ASSERTION: HeaderName = HeaderName::from_static("x-wardgate-assertion");
+/// Marks a request that rides on a break-glass grant.
+pub const X_WARDGATE_BREAK_GLASS: HeaderName = HeaderName::from_static("x-wardgate-break-glass");
+const X_WARDGATE_USER: HeaderName = HeaderName::from_static("x-wardgate-user");
+const X_WARDGATE_ROLES: HeaderName = HeaderName::from_static("x-wardgate-roles");
 
 /// Writes the verified caller's identity for the backend (after all client values were removed)
 /// and removes the Wardgate session credential: backends learn who is calling from Wardgate,
@@ -188,10 +183,10 @@ pub fn set_identity(headers: &mut HeaderMap, principal: &crate::authn::Principal
         }
     }
     if let Ok(user) = HeaderValue::from_str(&principal.user.name) {
-        headers.insert("x-wardgate-user", user);
+        headers.insert(X_WARDGATE_USER, user);
     }
     if let Ok(roles) = HeaderValue::from_str(&principal.user.roles.join(",")) {
-        headers.insert("x-wardgate-roles", roles);
+        headers.insert(X_WARDGATE_ROLES, roles);
     }
 }
 

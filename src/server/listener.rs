@@ -82,10 +82,7 @@ async fn serve(
         .and_then(|chain| chain.first())
         .and_then(tls::client_identity)
         .map(Arc::new);
-    let conn = Arc::new(ConnInfo {
-        peer,
-        client_identity,
-    });
+    let conn = Arc::new(ConnInfo::new(peer, client_identity));
     let activity = Arc::new(Activity::new());
     let service = {
         let activity = Arc::clone(&activity);

@@ -173,12 +173,12 @@ pub(super) async fn break_glass(
     };
     let ip = ctx.conn.peer.ip().to_string();
     let mut record = crate::audit::AuditRecord::new("break_glass");
-    record.user = Some(principal.user.name.clone());
-    record.roles = Some(principal.user.roles.clone());
+    record.user = Some(principal.user.name.as_str().into());
+    record.roles = Some(principal.user.roles.as_slice().into());
     record.session = Some(crate::audit::record::session_hash(&principal.session_id));
-    record.src_ip = Some(ip.clone());
-    record.route = Some(input.route.clone());
-    record.break_glass = Some(reason.to_string());
+    record.src_ip = Some(std::sync::Arc::clone(&ctx.conn.peer_ip));
+    record.route = Some(input.route.as_str().into());
+    record.break_glass = Some(reason.into());
     if let Some(refused) = refusal {
         record.decision = Some("deny".into());
         record.reason = Some(refused.to_string());

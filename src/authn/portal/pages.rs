@@ -237,10 +237,10 @@ pub(super) async fn code_form(
     match pending_user(app, req).await? {
         None => Ok(see_other("/.wardgate/login")),
         Some((_, _, user)) => {
-            let ctx = RequestCtx::new(std::sync::Arc::new(crate::gate::context::ConnInfo {
-                peer: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-                client_identity: None,
-            }));
+            let ctx = RequestCtx::new(std::sync::Arc::new(crate::gate::context::ConnInfo::new(
+                std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+                None,
+            )));
             render_code_page(app, Some(&ctx), &user, None, StatusCode::OK)
         }
     }
