@@ -1,7 +1,8 @@
 //! The stack floor of the load benchmark (`benches/load/run`, target `floor`): the same
 //! crates Wardgate is built on (tokio, rustls with ring, hyper-util's auto server and
-//! Wardgate's own upstream client, mimalloc) forwarding every request with no authentication,
-//! no policy, no header hygiene and no audit.
+//! Wardgate's own upstream client, mimalloc) and the same serving model (a single-threaded
+//! runtime per core, `wardgate::server::workers`), forwarding every request with no
+//! authentication, no policy, no header hygiene and no audit.
 //!
 //! It is not a product and must never front real traffic. It exists so the benchmark can
 //! tell apart what the zero-trust path costs (Wardgate / floor) from what the HTTP and TLS
@@ -44,28 +45,40 @@ fn main() -> Result<(), Failure> {
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     let backend: Arc<str> = backend.trim_end_matches('/').into();
     let listen = listen.clone();
+    // Wardgate's serving model: accept on a main runtime, hand each connection to one of the
+    // single-threaded serving runtimes, each with its own upstream client.
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let workers = wardgate::server::workers::Workers::start(threads)?;
+    let clients = (0..=threads)
+        .map(|_| {
+            wardgate::proxy::client::build(None, Duration::from_secs(5), Duration::from_secs(90))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let clients: Arc<[wardgate::proxy::client::UpstreamClient]> = clients.into();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(async move {
-            let client = wardgate::proxy::client::build(
-                None,
-                Duration::from_secs(5),
-                Duration::from_secs(90),
-            )?;
             let listener = TcpListener::bind(&listen).await?;
             println!("floor proxy ready on {listen}");
             loop {
                 let (stream, _) = listener.accept().await?;
-                let _ = stream.set_nodelay(true);
-                let (acceptor, client, backend) =
-                    (acceptor.clone(), client.clone(), Arc::clone(&backend));
-                tokio::spawn(async move {
+                let stream = stream.into_std()?;
+                let (acceptor, clients, backend) =
+                    (acceptor.clone(), Arc::clone(&clients), Arc::clone(&backend));
+                workers.spawn(async move {
+                    let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                        return;
+                    };
+                    let _ = stream.set_nodelay(true);
                     let Ok(tls_stream) = acceptor.accept(stream).await else {
                         return;
                     };
-                    let service =
-                        service_fn(move |req| forward(client.clone(), Arc::clone(&backend), req));
+                    let service = service_fn(move |req| {
+                        let index = wardgate::server::workers::index();
+                        let client = clients.get(index).or_else(|| clients.first()).cloned();
+                        forward(client, Arc::clone(&backend), req)
+                    });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls_stream), service)
                         .await;
@@ -76,10 +89,11 @@ fn main() -> Result<(), Failure> {
 
 /// Sends `req` to the backend as is (only the URI and version change) and streams the answer.
 async fn forward(
-    client: wardgate::proxy::client::UpstreamClient,
+    client: Option<wardgate::proxy::client::UpstreamClient>,
     backend: Arc<str>,
     req: http::Request<Incoming>,
 ) -> Result<http::Response<Body>, Failure> {
+    let client = client.ok_or("no upstream client")?;
     let (mut parts, incoming) = req.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     parts.uri = format!("{backend}{path}").parse()?;

@@ -70,7 +70,12 @@ impl App {
         )?;
         let mut pools = HashMap::new();
         for (name, upstream) in &config.upstreams {
-            let pool = Arc::new(UpstreamPool::new(name, upstream, &config.proxy)?);
+            let pool = Arc::new(UpstreamPool::new(
+                name,
+                upstream,
+                &config.proxy,
+                config.limits.serve_threads,
+            )?);
             health::spawn(&pool);
             pools.insert(name.clone(), pool);
         }

@@ -222,6 +222,8 @@ pub struct Limits {
     pub max_body: u64,
     /// Drain deadline on shutdown.
     pub shutdown_grace: Duration,
+    /// Serving threads, each a single-threaded runtime with its own upstream connections.
+    pub serve_threads: usize,
 }
 
 /// `[proxy]`, validated.

@@ -124,7 +124,7 @@ pub async fn forward(
             Request::from_parts(attempt_parts, body.take().unwrap_or_else(body::empty));
         let sent = tokio::time::timeout(
             app.config.proxy.response_timeout,
-            pool.client.request(upstream_req),
+            pool.client().request(upstream_req),
         )
         .await;
         let mut response = match sent {

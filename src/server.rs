@@ -26,6 +26,7 @@ pub mod certs;
 pub mod listener;
 pub mod redirect;
 pub mod tls;
+pub mod workers;
 
 /// State shared by all listeners and connections.
 pub struct Shared {
@@ -95,6 +96,9 @@ pub enum ServeError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),
+    /// The serving threads could not be started.
+    #[error("cannot start the serving threads: {0}")]
+    Workers(std::io::Error),
 }
 
 /// The configured state store; Redis connects in the background (not ready until it answers).
@@ -117,6 +121,7 @@ pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), Serv
         tracing::warn!("config: {warning}");
     }
     let max_connections = config.limits.max_connections;
+    let serve_threads = config.limits.serve_threads;
     let grace = config.limits.shutdown_grace;
     let (admin_addr, redirect_addr) = (config.admin_addr, config.listen.redirect_http);
     let public = bind(config.listen.addr).await?;
@@ -177,7 +182,14 @@ pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), Serv
         local(&public),
         local(&admin)
     );
-    tokio::spawn(listener::run(public, Arc::clone(&shared), stop_rx.clone()));
+    let workers = workers::Workers::start(serve_threads).map_err(ServeError::Workers)?;
+    tracing::info!(serve_threads = workers.count(), "serving threads started");
+    tokio::spawn(listener::run(
+        public,
+        Arc::clone(&shared),
+        stop_rx.clone(),
+        Arc::new(workers),
+    ));
     tokio::spawn(crate::admin::run(
         admin,
         Arc::clone(&shared),
@@ -250,6 +262,9 @@ fn reload(shared: &Shared, path: &std::path::Path) {
             || config.admin_addr != current.config.admin_addr
         {
             tracing::warn!("listener addresses changed: they take effect after a restart");
+        }
+        if config.limits.serve_threads != current.config.limits.serve_threads {
+            tracing::warn!("limits.serve_threads changed: it takes effect after a restart");
         }
         let tls = tls::server_config(&config).map_err(|err| err.to_string())?;
         if config.audit.dir != current.config.audit.dir

@@ -148,6 +148,8 @@ pub struct LimitsFile {
     pub max_body: Option<ByteSize>,
     /// How long in-flight requests may finish after SIGTERM.
     pub shutdown_grace: Option<HumanDuration>,
+    /// Serving threads (0 or absent: one per CPU available to the process).
+    pub serve_threads: Option<usize>,
 }
 
 /// `[proxy]`.

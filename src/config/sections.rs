@@ -40,6 +40,9 @@ pub(super) fn log(file: &FileConfig, sink: &mut IssueSink<'_>) -> LogConfig {
     LogConfig { format, level }
 }
 
+/// More serving threads than this only cost memory (each has its own upstream pools).
+const MAX_SERVE_THREADS: usize = 64;
+
 pub(super) fn limits(file: &FileConfig) -> Limits {
     let l = &file.limits;
     let d = |v: Option<units::HumanDuration>, default: u64| {
@@ -55,6 +58,10 @@ pub(super) fn limits(file: &FileConfig) -> Limits {
         h2_max_concurrent_streams: l.h2_max_concurrent_streams.unwrap_or(100),
         max_body: l.max_body.map_or(10 * 1024 * 1024, |s| s.0),
         shutdown_grace: d(l.shutdown_grace, 30),
+        serve_threads: match l.serve_threads {
+            Some(threads) if threads > 0 => threads.min(MAX_SERVE_THREADS),
+            _ => std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_SERVE_THREADS)),
+        },
     }
 }
 

@@ -49,7 +49,7 @@ async fn probe(pool: &UpstreamPool, uri: Uri, timeout: std::time::Duration) -> b
     else {
         return false;
     };
-    match tokio::time::timeout(timeout, pool.client.request(request)).await {
+    match tokio::time::timeout(timeout, pool.client().request(request)).await {
         Ok(Ok(response)) => response.status().is_success() || response.status().is_redirection(),
         _ => false,
     }

@@ -30,8 +30,11 @@ pub struct UpstreamPool {
     pub name: String,
     /// The targets in config order.
     pub targets: Vec<Target>,
-    /// Client used for forwarding and health checks.
-    pub client: UpstreamClient,
+    /// One client (with its own connection pool) per serving thread: an upstream connection
+    /// is then driven by the thread whose requests use it.
+    serving_clients: Vec<UpstreamClient>,
+    /// The client of every other thread (health checks).
+    other_client: UpstreamClient,
     /// Health-check settings, if any.
     pub config: UpstreamConfig,
     next: AtomicUsize,
@@ -77,18 +80,26 @@ impl Target {
 // === impl UpstreamPool ===
 
 impl UpstreamPool {
-    /// Builds the pool and its client.
+    /// Builds the pool and a client for each of `serve_threads` serving threads and one more
+    /// for the other threads.
     pub fn new(
         name: &str,
         config: &UpstreamConfig,
         proxy: &ProxyConfig,
+        serve_threads: usize,
     ) -> Result<UpstreamPool, String> {
-        let client = client::build(
-            config.ca_file.as_deref(),
-            proxy.connect_timeout,
-            proxy.pool_idle_timeout,
-        )
-        .map_err(|err| format!("upstream `{name}`: {err}"))?;
+        let build = || {
+            client::build(
+                config.ca_file.as_deref(),
+                proxy.connect_timeout,
+                proxy.pool_idle_timeout,
+            )
+            .map_err(|err| format!("upstream `{name}`: {err}"))
+        };
+        let serving_clients = (0..serve_threads)
+            .map(|_| build())
+            .collect::<Result<Vec<_>, _>>()?;
+        let other_client = build()?;
         let targets = config
             .targets
             .iter()
@@ -102,11 +113,20 @@ impl UpstreamPool {
         Ok(UpstreamPool {
             name: name.to_string(),
             targets,
-            client,
+            serving_clients,
+            other_client,
             config: config.clone(),
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
         })
+    }
+
+    /// The client of the calling thread (see `server/workers.rs`).
+    pub fn client(&self) -> &UpstreamClient {
+        crate::server::workers::index()
+            .checked_sub(1)
+            .and_then(|serving| self.serving_clients.get(serving))
+            .unwrap_or(&self.other_client)
     }
 
     fn now_ms(&self) -> u64 {

@@ -1,5 +1,8 @@
 //! The public listener: accept, TLS handshake, then HTTP/1.1 or HTTP/2 into the gate.
 //!
+//! Accepting runs on the main runtime; each accepted connection is handed to one serving
+//! thread (`workers.rs`) and lives there until it closes.
+//!
 //! Each connection holds one permit of the connection cap (more are closed at accept), must
 //! finish its TLS handshake in time, and is served by hyper-util's auto builder with a
 //! header-read timeout (slowloris), a header size cap and HTTP/2 stream limits. One timer per
@@ -20,12 +23,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::workers::Workers;
 use super::{tls, Shared};
 use crate::config::Limits;
 use crate::gate::{self, context::ConnInfo};
 
-/// Accepts connections until shutdown is signalled.
-pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+/// Accepts connections until shutdown is signalled, and hands each to a serving thread.
+pub async fn run(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    workers: Arc<Workers>,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -43,9 +52,24 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
             tracing::warn!(%peer, "connection limit reached; connection closed");
             continue;
         };
+        // The socket leaves this runtime's reactor and joins the serving thread's.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(%peer, error = %err, "cannot hand the connection over; closed");
+                continue;
+            }
+        };
         let shared = Arc::clone(&shared);
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        workers.spawn(async move {
+            let stream = match TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(err) => {
+                    tracing::warn!(%peer, error = %err, "cannot serve the connection; closed");
+                    return;
+                }
+            };
             metrics::gauge!("wardgate_open_connections").increment(1.0);
             serve(stream, peer, shared, shutdown).await;
             metrics::gauge!("wardgate_open_connections").decrement(1.0);
