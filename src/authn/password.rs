@@ -1,14 +1,17 @@
 //! Passwords: the NIST SP 800-63B policy, and argon2id hashing off the async runtime.
 //!
-//! Hashing is deliberately slow (at least OWASP's m=19 MiB, t=2, p=1), so it runs on the
-//! blocking pool behind a semaphore: a storm of logins queues for a few hashing slots instead
-//! of occupying the threads that move proxied traffic.
+//! Hashing is deliberately slow (at least OWASP's m=19 MiB, t=2, p=1), so it runs on a few
+//! dedicated hashing threads (`max_concurrent_hashes`): a storm of logins queues for them
+//! instead of occupying the threads that move proxied traffic. Those threads also run at a
+//! lower CPU priority (nice +10): when the cores are busy, clinical traffic goes first and
+//! sign-ins wait a little longer, rather than both slowing down alike.
 
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 const COMMON: &str = include_str!("../../assets/common-passwords.txt");
 
@@ -104,50 +107,128 @@ pub fn verify_blocking(password: &str, phc: &str) -> bool {
     }
 }
 
-/// Hashing and verification on the blocking pool, at most `slots` at a time.
+/// A unit of hashing work for the hashing threads.
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// How much lower than the rest of the process the hashing threads run (nice value).
+const HASHING_NICENESS: i32 = 10;
+
+/// Hashing and verification on `slots` dedicated low-priority threads.
 #[derive(Debug, Clone)]
 pub struct PasswordWorker {
     params: HashParams,
-    slots: Arc<Semaphore>,
+    jobs: Sender<HashJob>,
     dummy: Arc<String>,
 }
 
 impl PasswordWorker {
-    /// A worker with `slots` concurrent hashes; computes the dummy hash used for unknown users.
+    /// Starts `slots` hashing threads; computes the dummy hash used for unknown users. The
+    /// threads end when the last handle is dropped (a reload builds new ones).
     pub fn new(params: HashParams, slots: usize) -> Result<PasswordWorker, String> {
         let dummy = params.hash_blocking("wardgate dummy password for timing equality")?;
+        let (jobs, queue) = mpsc::channel::<HashJob>();
+        let queue = Arc::new(Mutex::new(queue));
+        for number in 1..=slots.max(1) {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("wardgate-hash-{number}"))
+                .spawn(move || run_hashing_thread(&queue))
+                .map_err(|e| format!("cannot start a password hashing thread: {e}"))?;
+        }
         Ok(PasswordWorker {
             params,
-            slots: Arc::new(Semaphore::new(slots.max(1))),
+            jobs,
             dummy: Arc::new(dummy),
         })
+    }
+
+    /// Runs `work` on a hashing thread; `None` if the threads are gone.
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (done, result) = oneshot::channel();
+        let job: HashJob = Box::new(move || {
+            let _ = done.send(work());
+        });
+        self.jobs.send(job).ok()?;
+        result.await.ok()
     }
 
     /// Verifies `password` against `phc`, or against a dummy hash when there is no user, so
     /// unknown and known names take the same time.
     pub async fn verify(&self, password: String, phc: Option<String>) -> bool {
-        let Ok(_permit) = self.slots.acquire().await else {
-            return false;
-        };
         let known = phc.is_some();
         let phc = phc.unwrap_or_else(|| self.dummy.as_ref().clone());
-        let verified = tokio::task::spawn_blocking(move || verify_blocking(&password, &phc)).await;
+        let verified = self.run(move || verify_blocking(&password, &phc)).await;
         known && verified.unwrap_or(false)
     }
 
     /// Hashes a new password.
     pub async fn hash(&self, password: String) -> Result<String, String> {
-        let _permit = self.slots.acquire().await.map_err(|e| e.to_string())?;
         let params = self.params;
-        tokio::task::spawn_blocking(move || params.hash_blocking(&password))
+        self.run(move || params.hash_blocking(&password))
             .await
-            .map_err(|e| e.to_string())?
+            .unwrap_or_else(|| Err("password hashing threads stopped".into()))
+    }
+}
+
+/// A hashing thread: lowers its own priority, then runs jobs until every sender is gone.
+fn run_hashing_thread(queue: &Mutex<Receiver<HashJob>>) {
+    // On Linux the nice value is per thread: this lowers only the hashing thread.
+    let lowered = rustix::process::getpriority_process(None).and_then(|nice| {
+        rustix::process::setpriority_process(None, (nice + HASHING_NICENESS).min(19))
+    });
+    if let Err(err) = lowered {
+        tracing::debug!(error = %err, "password hashing thread keeps normal priority");
+    }
+    loop {
+        let job = match queue.lock() {
+            Ok(receiver) => receiver.recv(),
+            Err(poisoned) => poisoned.into_inner().recv(),
+        };
+        match job {
+            // A panicking job must not take a hashing thread with it; its caller sees the
+            // dropped answer as a failed check.
+            Ok(job) => drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))),
+            Err(_) => return,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hashing runs on its own threads, below the priority of the threads that serve traffic,
+    /// and still answers correctly (wrong password, unknown user).
+    #[test]
+    fn hashing_threads_run_at_lower_priority() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let worker = PasswordWorker::new(HashParams::default(), 2).expect("worker");
+        let phc = runtime
+            .block_on(worker.hash("correct horse battery".into()))
+            .expect("hash");
+        assert!(runtime.block_on(worker.verify("correct horse battery".into(), Some(phc.clone()))));
+        assert!(!runtime.block_on(worker.verify("wrong horse battery".into(), Some(phc))));
+        assert!(!runtime.block_on(worker.verify("correct horse battery".into(), None)));
+        let own = rustix::process::getpriority_process(None).expect("own priority");
+        let hashing: Vec<i32> = std::fs::read_dir("/proc/self/task")
+            .expect("tasks")
+            .filter_map(|task| {
+                let task = task.ok()?.path();
+                let name = std::fs::read_to_string(task.join("comm")).ok()?;
+                let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+                let after_name = stat.rsplit_once(')')?.1;
+                let nice = after_name.split_whitespace().nth(16)?.parse().ok()?;
+                name.starts_with("wardgate-hash").then_some(nice)
+            })
+            .collect();
+        assert!(hashing.len() >= 2, "{hashing:?}");
+        assert!(
+            hashing.iter().all(|nice| *nice >= (own + 1).min(19)),
+            "own {own}, hashing threads {hashing:?}"
+        );
+    }
 
     #[test]
     fn policy_is_length_list_and_username_only() {
