@@ -365,3 +365,36 @@ pub(super) fn detect(
     };
     (config, webhook)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    fn serve_threads(limits: &str) -> usize {
+        let text = format!(
+            "{limits}\n[upstreams.b]\ntargets = [\"http://127.0.0.1:9\"]\n\n[[routes]]\nname = \"r\"\npath = \"/**\"\nupstream = \"b\"\npublic = true\n"
+        );
+        Config::from_str(&text, Path::new("t.toml"), Path::new("/nonexistent"))
+            .expect("config")
+            .limits
+            .serve_threads
+    }
+
+    /// Absent or 0: one serving thread per CPU; a number is taken as given, up to the cap.
+    #[test]
+    fn serve_threads_default_to_the_cpus() {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        assert_eq!(serve_threads(""), cpus.min(super::MAX_SERVE_THREADS));
+        assert_eq!(
+            serve_threads("[limits]\nserve_threads = 0"),
+            cpus.min(super::MAX_SERVE_THREADS)
+        );
+        assert_eq!(serve_threads("[limits]\nserve_threads = 3"), 3);
+        assert_eq!(
+            serve_threads("[limits]\nserve_threads = 100000"),
+            super::MAX_SERVE_THREADS
+        );
+    }
+}
