@@ -49,7 +49,7 @@ fn main() -> Result<(), Failure> {
     // single-threaded serving runtimes, each with its own upstream client.
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let workers = wardgate::server::workers::Workers::start(threads)?;
-    let clients = (0..=threads)
+    let clients = (0..threads)
         .map(|_| {
             wardgate::proxy::client::build(None, Duration::from_secs(5), Duration::from_secs(90))
         })
@@ -74,11 +74,13 @@ fn main() -> Result<(), Failure> {
                     let Ok(tls_stream) = acceptor.accept(stream).await else {
                         return;
                     };
-                    let service = service_fn(move |req| {
-                        let index = wardgate::server::workers::index();
-                        let client = clients.get(index).or_else(|| clients.first()).cloned();
-                        forward(client, Arc::clone(&backend), req)
-                    });
+                    // Serving threads are numbered from 1.
+                    let index = wardgate::server::workers::index().saturating_sub(1);
+                    let Some(client) = clients.get(index).cloned() else {
+                        return;
+                    };
+                    let service =
+                        service_fn(move |req| forward(client.clone(), Arc::clone(&backend), req));
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls_stream), service)
                         .await;
@@ -89,11 +91,10 @@ fn main() -> Result<(), Failure> {
 
 /// Sends `req` to the backend as is (only the URI and version change) and streams the answer.
 async fn forward(
-    client: Option<wardgate::proxy::client::UpstreamClient>,
+    client: wardgate::proxy::client::UpstreamClient,
     backend: Arc<str>,
     req: http::Request<Incoming>,
 ) -> Result<http::Response<Body>, Failure> {
-    let client = client.ok_or("no upstream client")?;
     let (mut parts, incoming) = req.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     parts.uri = format!("{backend}{path}").parse()?;

@@ -187,7 +187,7 @@ async fn end_session(
             .revoke_session(&principal.session_id)
             .await
             .map_err(|e| GateError::StateUnavailable(e.to_string()))?;
-        let ip = ctx.conn.peer.ip().to_string();
+        let ip = ctx.conn.peer_ip.to_string();
         crate::authn::events::emit(
             app,
             crate::authn::events::Event::Logout,

@@ -40,6 +40,11 @@ pub(super) fn log(file: &FileConfig, sink: &mut IssueSink<'_>) -> LogConfig {
     LogConfig { format, level }
 }
 
+/// CPUs available to the process (cgroup quotas included), the default for thread counts.
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 /// More serving threads than this only cost memory (each has its own upstream pools).
 const MAX_SERVE_THREADS: usize = 64;
 
@@ -60,7 +65,7 @@ pub(super) fn limits(file: &FileConfig) -> Limits {
         shutdown_grace: d(l.shutdown_grace, 30),
         serve_threads: match l.serve_threads {
             Some(threads) if threads > 0 => threads.min(MAX_SERVE_THREADS),
-            _ => std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_SERVE_THREADS)),
+            _ => cpus().min(MAX_SERVE_THREADS),
         },
     }
 }
@@ -236,7 +241,7 @@ pub(super) fn auth(
         // traffic keeps the other.
         max_concurrent_hashes: users
             .max_concurrent_hashes
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() / 2))
+            .unwrap_or_else(|| cpus() / 2)
             .max(1),
         idle_timeout: file
             .session
@@ -385,7 +390,7 @@ mod tests {
     /// Absent or 0: one serving thread per CPU; a number is taken as given, up to the cap.
     #[test]
     fn serve_threads_default_to_the_cpus() {
-        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let cpus = super::cpus();
         assert_eq!(serve_threads(""), cpus.min(super::MAX_SERVE_THREADS));
         assert_eq!(
             serve_threads("[limits]\nserve_threads = 0"),

@@ -12,8 +12,8 @@ use super::error::GateError;
 use crate::body::{self, Body};
 use crate::config::ResponseHeaders;
 
-/// `X-Request-Id`, as a constant `HeaderName`: inserting by a `&str` name parses it and, for a name outside the
-/// standard set, allocates a copy on every response.
+/// `X-Request-Id`, as a constant `HeaderName`: inserting by a `&str` name parses it and, for a
+/// name outside the standard set, allocates a copy on every response.
 pub const REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
 
 /// Builds the answer for a refused or failed request. A browser navigation that needs to sign

@@ -63,7 +63,7 @@ pub async fn receive(
     ctx: &RequestCtx,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, GateError> {
-    let ip = ctx.conn.peer.ip().to_string();
+    let ip = ctx.conn.peer_ip.to_string();
     if !crate::authn::portal::has_content_type(&req, "application/x-www-form-urlencoded") {
         return Err(GateError::UnsupportedMediaType);
     }

@@ -62,7 +62,7 @@ pub async fn start(
     name: &str,
 ) -> Result<Response<Body>, GateError> {
     let provider = app.oidc.get(name).ok_or(GateError::NoRoute)?;
-    let ip = ctx.conn.peer.ip().to_string();
+    let ip = ctx.conn.peer_ip.to_string();
     crate::authn::lockout::check_ip(app, &ip).await?;
     let found = match provider.discovered().await {
         Ok(found) => found,
@@ -125,7 +125,7 @@ pub async fn callback(
     target: &RequestTarget,
     headers: &http::HeaderMap,
 ) -> Result<Response<Body>, GateError> {
-    let ip = ctx.conn.peer.ip().to_string();
+    let ip = ctx.conn.peer_ip.to_string();
     let flow = match cookie(headers, FLOW_COOKIE) {
         Some(id) => app
             .state
@@ -209,7 +209,7 @@ async fn open(
     flow: &SsoFlow,
     mapped: identity::Mapped,
 ) -> Result<Response<Body>, Refusal> {
-    let ip = ctx.conn.peer.ip().to_string();
+    let ip = ctx.conn.peer_ip.to_string();
     let name = mapped.user.name.clone();
     let local = app.users.get(&name);
     if local.as_ref().is_some_and(|u| u.disabled) {

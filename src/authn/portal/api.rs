@@ -171,7 +171,6 @@ pub(super) async fn break_glass(
         }
         Some(_) => None,
     };
-    let ip = ctx.conn.peer.ip().to_string();
     let mut record = crate::audit::AuditRecord::new("break_glass");
     record.user = Some(principal.user.name.as_str().into());
     record.roles = Some(principal.user.roles.as_slice().into());
@@ -203,7 +202,7 @@ pub(super) async fn break_glass(
         input.route, principal.user.name
     ));
     app.audit.submit_or_wait(record);
-    tracing::warn!(target: "wardgate::security", event = "break_glass", user = %principal.user.name, route = %input.route, src_ip = %ip, "ALERT: break-glass emergency access opened");
+    tracing::warn!(target: "wardgate::security", event = "break_glass", user = %principal.user.name, route = %input.route, src_ip = %ctx.conn.peer_ip, "ALERT: break-glass emergency access opened");
     metrics::counter!("wardgate_break_glass_total", "route" => input.route.clone()).increment(1);
     Ok(json_response(
         StatusCode::OK,

@@ -20,7 +20,7 @@ use crate::state::unix_now;
 const MAX_USERNAME: usize = 128;
 
 fn source_ip(ctx: &RequestCtx) -> String {
-    ctx.conn.peer.ip().to_string()
+    ctx.conn.peer_ip.to_string()
 }
 
 /// Step 1: rate limits, lockout, then the password. Returns the account on success.
