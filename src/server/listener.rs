@@ -115,8 +115,12 @@ async fn serve(
             let conn = Arc::clone(&conn);
             let activity = Arc::clone(&activity);
             activity.begin();
+            // Boxed: hyper keeps room for one request future per connection for as long as
+            // the connection lives, and the gate's future is about 6 KB. Boxed, an idle
+            // keep-alive connection holds a pointer instead.
+            let request = Box::pin(gate::handle(app, conn, req));
             async move {
-                let response = gate::handle(app, conn, req).await;
+                let response = request.await;
                 activity.end();
                 response
             }
