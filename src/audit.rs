@@ -167,7 +167,7 @@ pub fn request_record(
         .client_identity
         .as_ref()
         .map(|id| Text::from(id.subject.as_str()));
-    record.method = Some(Text::from(method.as_str()));
+    record.method = Some(method_text(method));
     if let Some((host, path)) = &ctx.phi_target {
         record.host = Some(Arc::clone(host));
         record.path = Some(Arc::clone(path));
@@ -175,13 +175,23 @@ pub fn request_record(
         record.host = Some(Text::from(target.host.as_str()));
         record.path = Some(Text::from(target.path.as_str()));
     }
-    record.route = ctx.route.as_ref().map(|r| Text::from(r.name.as_str()));
+    record.route = ctx.route.as_ref().map(|r| Arc::clone(&r.name));
     record.patient_id = ctx.patient_id.clone();
     record.user = ctx.user.clone();
     record.roles = ctx.roles.clone();
     record.session = ctx.session.as_deref().map(record::session_hash);
     record.work_hours = ctx.work_hours.clone();
     record
+}
+
+/// The method as shared text: the common ones are made once, not once per record.
+fn method_text(method: &http::Method) -> Text {
+    static COMMON: std::sync::LazyLock<[Text; 4]> =
+        std::sync::LazyLock::new(|| ["GET", "POST", "PUT", "DELETE"].map(Text::from));
+    COMMON
+        .iter()
+        .find(|common| &***common == method.as_str())
+        .map_or_else(|| Text::from(method.as_str()), Arc::clone)
 }
 
 /// Records an allowed access before forwarding: queued (batched) or durable (strict).
@@ -203,8 +213,8 @@ pub async fn admit(
     completion.decision = Some("allow".into());
     completion.break_glass = permit.break_glass().map(Text::from);
     let mut record = completion.clone();
-    record.rule = permit.rule().map(str::to_string);
-    record.reason = Some(permit.reason().to_string());
+    record.rule = permit.rule().cloned();
+    record.reason = Some(permit.reason().into());
 
     match route.audit {
         AuditMode::Batched => app.audit.submit(record)?,
@@ -237,7 +247,7 @@ pub fn refused(
     if let GateError::Denied { rule, .. } = error {
         record.rule = rule.clone();
     }
-    record.reason = Some(error.to_string());
+    record.reason = Some(error.to_string().into());
     record.status = Some(status.as_u16());
     app.audit.submit_or_wait(record);
 }

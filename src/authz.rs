@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use crate::app::App;
+use crate::audit::Text;
 use crate::authn::Caller;
 use crate::config::RouteConfig;
 use crate::gate::context::ConnInfo;
@@ -28,7 +29,7 @@ use policy::{Decision, Facts, Subject};
 pub struct Permit {
     route: Arc<RouteConfig>,
     caller: Caller,
-    rule: Option<String>,
+    rule: Option<Text>,
     reason: &'static str,
     break_glass: Option<String>,
 }
@@ -40,12 +41,12 @@ impl Permit {
     }
 
     /// The rule that allowed the request (`ROUTE/allow[INDEX]`, or `ROUTE/break-glass`).
-    pub fn rule(&self) -> Option<&str> {
-        self.rule.as_deref()
+    pub fn rule(&self) -> Option<&Text> {
+        self.rule.as_ref()
     }
 
     /// Why the request was allowed, in words.
-    pub fn reason(&self) -> &str {
+    pub fn reason(&self) -> &'static str {
         self.reason
     }
 
@@ -114,7 +115,7 @@ pub fn authorize(
     grant: Option<String>,
 ) -> Result<Permit, GateError> {
     let route = &matched.route;
-    let permit = |caller, rule: Option<String>, reason, break_glass| Permit {
+    let permit = |caller, rule: Option<Text>, reason, break_glass| Permit {
         route: Arc::clone(route),
         caller,
         rule,
@@ -136,7 +137,7 @@ pub fn authorize(
     let (rule, break_glass) = match route.policy.decide(&subject(&caller), &facts) {
         Decision::Allow { rule } => (rule, None),
         Decision::Deny { rule: None, .. } if grant.is_some() => {
-            (format!("{}/break-glass", route.name), grant)
+            (Text::from(format!("{}/break-glass", route.name)), grant)
         }
         Decision::Deny { rule, reason } => return Err(GateError::Denied { rule, reason }),
     };

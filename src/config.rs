@@ -285,8 +285,8 @@ pub struct HealthCheck {
 /// One route, validated.
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
-    /// Unique name.
-    pub name: String,
+    /// Unique name (shared text: every audit record of the route names it).
+    pub name: crate::audit::Text,
     /// Host pattern.
     pub host: HostPattern,
     /// Path pattern.

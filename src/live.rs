@@ -193,7 +193,7 @@ fn close(app: &App, entry: &Entry, reason: String) {
     record.host = Some(opened.host.as_str().into());
     record.path = Some(opened.path.as_str().into());
     record.src_ip = Some(std::sync::Arc::clone(&opened.conn.peer_ip));
-    record.reason = Some(reason.clone());
+    record.reason = Some(reason.clone().into());
     app.audit.submit_or_wait(record);
     let kind = match opened.kind {
         Kind::WebSocket => "websocket",

@@ -162,7 +162,7 @@ pub async fn forward(
                 response.headers_mut().remove("sec-websocket-extensions");
                 let upstream_upgrade = hyper::upgrade::on(&mut response);
                 let tunnel = upgrade::Tunnel {
-                    route: route.name.clone(),
+                    route: route.name.to_string(),
                     idle: app.config.proxy.websocket_idle_timeout,
                     pings_are_activity: app.config.proxy.websocket_pings_are_activity,
                     websocket,
@@ -207,9 +207,9 @@ fn live_opened(
         return None;
     };
     Some(crate::live::Opened {
-        session_id: principal.session_id.clone(),
+        session_id: principal.session_id.to_string(),
         user: principal.user.name.clone(),
-        route: permit.route().name.clone(),
+        route: permit.route().name.to_string(),
         method: method.clone(),
         host: target.host.clone(),
         path: target.path.to_string(),

@@ -294,7 +294,8 @@ fn reload(shared: &Shared, path: &std::path::Path) {
             .as_ref()
             .err()
             .cloned()
-            .unwrap_or_else(|| format!("{} reloaded", path.display())),
+            .unwrap_or_else(|| format!("{} reloaded", path.display()))
+            .into(),
     );
     shared.audit.submit_or_wait(record);
     match outcome {

@@ -5,9 +5,12 @@
 //! a single clinic proxy and the Redis store of a hospital deployment are interchangeable. Every
 //! method can fail with [`StateError`]; callers treat that as "deny" (fail closed).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+
+use crate::audit::Text;
 
 pub mod memory;
 pub mod redis_store;
@@ -18,12 +21,15 @@ pub mod redis_store;
 pub struct StateError(pub String);
 
 /// A server-side session: the signed token is only a reference to this record.
+///
+/// Its text fields are shared (`Arc`): every request clones the record out of the store, and
+/// a clone is then a few reference counts instead of one allocation per field.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SessionRecord {
     /// Random session id (the token's `sid`).
-    pub id: String,
+    pub id: Text,
     /// Username.
-    pub user: String,
+    pub user: Text,
     /// When the user proved the factors (seconds since the Unix epoch).
     pub auth_time: u64,
     /// When the session was created.
@@ -33,9 +39,9 @@ pub struct SessionRecord {
     /// Last request seen.
     pub last_seen: u64,
     /// Authentication methods (RFC 8176): `pwd`, `otp`.
-    pub amr: Vec<String>,
+    pub amr: Arc<[String]>,
     /// Source IP at login.
-    pub source_ip: String,
+    pub source_ip: Text,
     /// Set when the session was opened through an identity provider (single sign-on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sso: Option<std::sync::Arc<SsoLogin>>,

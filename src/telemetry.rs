@@ -56,7 +56,7 @@ pub fn request_done(
     error: Option<&GateError>,
 ) {
     let latency = ctx.started.elapsed();
-    let route = ctx.route.as_ref().map_or("-", |r| r.name.as_str());
+    let route = ctx.route.as_ref().map_or("-", |r| &*r.name);
     let upstream = ctx.upstream.as_deref().unwrap_or("-");
     let latency_ms = latency.as_secs_f64() * 1000.0;
     let client_cert = ctx

@@ -101,7 +101,7 @@ async fn list(app: &App, user: Option<&str>) -> Response<Body> {
                 "last_seen": s.last_seen,
                 "expires_at": s.created + lifetime,
                 "amr": s.amr,
-                "open_sockets": sockets.get(&s.id).copied().unwrap_or(0),
+                "open_sockets": sockets.get(&*s.id).copied().unwrap_or(0),
             })
         })
         .collect();
@@ -145,7 +145,7 @@ async fn revoke(app: &App, body: &Bytes) -> Response<Body> {
                     .state
                     .revoke_session(&session.id)
                     .await
-                    .map(|found| (session.user, usize::from(found))),
+                    .map(|found| (session.user.to_string(), usize::from(found))),
             },
         },
         _ => {
@@ -159,7 +159,8 @@ async fn revoke(app: &App, body: &Bytes) -> Response<Body> {
         Ok((user, revoked)) => {
             let mut record = crate::audit::AuditRecord::new("logout");
             record.user = Some(user.as_str().into());
-            record.reason = Some(format!("{revoked} session(s) revoked by an administrator"));
+            record.reason =
+                Some(format!("{revoked} session(s) revoked by an administrator").into());
             app.audit.submit_or_wait(record);
             tracing::info!(target: "wardgate::security", event = "logout", user, revoked, "sessions revoked by an administrator");
             json(

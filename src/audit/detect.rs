@@ -47,13 +47,13 @@ pub struct Detector {
 
 fn alert(rule: &str, about: &AuditRecord, reason: String) -> AuditRecord {
     let mut record = AuditRecord::new("alert");
-    record.rule = Some(rule.to_string());
+    record.rule = Some(rule.into());
     record.user = about.user.clone();
     record.src_ip = about.src_ip.clone();
     record.route = about.route.clone();
     record.patient_id = about.patient_id.clone();
     record.request_id = about.request_id.clone();
-    record.reason = Some(reason);
+    record.reason = Some(reason.into());
     record
 }
 
@@ -90,7 +90,7 @@ impl Detector {
             self.prune(now);
         }
         let mut alerts = Vec::new();
-        match record.event.as_str() {
+        match &*record.event {
             "login_failed" | "totp_failed" => {
                 if let Some(user) = &record.user {
                     let n = count(
@@ -213,7 +213,7 @@ mod tests {
         }
     }
 
-    fn event(kind: &str, user: &str, ip: &str) -> AuditRecord {
+    fn event(kind: &'static str, user: &str, ip: &str) -> AuditRecord {
         let mut record = AuditRecord::new(kind);
         record.user = Some(user.into());
         record.src_ip = Some(ip.into());

@@ -17,18 +17,22 @@ use sha2::{Digest, Sha256};
 /// of an `Arc<str>` is a reference count, not another allocation freed on the writer thread.
 pub type Text = Arc<str>;
 
+/// A word from a fixed set (`event`, `decision`): written by the proxy as a `&'static str`, so
+/// making and cloning a record does not allocate it; read back from a file as owned text.
+pub type Label = std::borrow::Cow<'static, str>;
+
 /// One audit record.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AuditRecord {
-    /// UTC time, RFC 3339 with milliseconds.
-    pub ts: String,
+    /// UTC time, RFC 3339 with milliseconds (shared by the two records of an access).
+    pub ts: Text,
     /// Sequence number, +1 per record across files.
     pub seq: u64,
     /// Hex SHA-256 of the previous line (64 zeros for the very first).
     pub prev: String,
     /// Event type (`access`, `login`, `denied`, `checkpoint`, ...).
-    pub event: String,
+    pub event: Label,
     /// Request id (as answered in `X-Request-Id`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub request_id: Option<Text>,
@@ -64,13 +68,13 @@ pub struct AuditRecord {
     pub patient_id: Option<Text>,
     /// `allow` or `deny`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub decision: Option<String>,
+    pub decision: Option<Label>,
     /// The rule that decided.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub rule: Option<String>,
+    pub rule: Option<Text>,
     /// Why.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub reason: Option<String>,
+    pub reason: Option<Label>,
     /// HTTP status answered.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub status: Option<u16>,
@@ -97,10 +101,12 @@ pub struct AuditRecord {
 
 impl AuditRecord {
     /// A record of `event`, time-stamped now.
-    pub fn new(event: &str) -> AuditRecord {
+    pub fn new(event: &'static str) -> AuditRecord {
         AuditRecord {
-            ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            event: event.to_string(),
+            ts: Text::from(
+                humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            ),
+            event: Label::Borrowed(event),
             ..AuditRecord::default()
         }
     }
@@ -124,9 +130,28 @@ pub fn line_hash(line: &[u8]) -> String {
 
 /// What the audit trail keeps of a session id: the first 32 hex digits of its SHA-256.
 pub fn session_hash(session_id: &str) -> Text {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(session_id.as_bytes());
-    Text::from(hex(&digest[..16]))
+    // Written on the stack: the `Text` is then the only allocation (once per request).
+    let mut digits = [0u8; 32];
+    for (pair, byte) in digits.chunks_exact_mut(2).zip(&digest[..16]) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
+    Text::from(std::str::from_utf8(&digits).unwrap_or_default())
 }
 
 /// `prev` of the first record ever.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_hash_is_the_first_half_of_the_sha256_in_hex() {
+        // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
+        assert_eq!(&*session_hash("abc"), "ba7816bf8f01cfea414140de5dae2223");
+        assert_eq!(&*session_hash("abc"), &line_hash(b"abc")[..32]);
+    }
+}

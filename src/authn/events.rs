@@ -50,7 +50,7 @@ pub fn emit(app: &crate::app::App, event: Event, user: &str, src_ip: &str, reaso
     let mut record = crate::audit::AuditRecord::new(event.name());
     record.user = (user != "-").then(|| user.into());
     record.src_ip = Some(src_ip.into());
-    record.reason = Some(reason.to_string());
+    record.reason = Some(reason.to_string().into());
     app.audit.submit_or_wait(record);
     match event {
         Event::Login
@@ -71,7 +71,7 @@ pub fn emit(app: &crate::app::App, event: Event, user: &str, src_ip: &str, reaso
 pub fn session_expired(app: &crate::app::App, user: &str, reason: &str) {
     let mut record = crate::audit::AuditRecord::new("session_closed");
     record.user = Some(user.into());
-    record.reason = Some(reason.to_string());
+    record.reason = Some(reason.to_string().into());
     app.audit.submit_or_wait(record);
     tracing::info!(target: "wardgate::security", event = "session_closed", user, reason, "security event");
 }

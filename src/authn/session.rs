@@ -15,6 +15,7 @@ use rand::RngCore;
 use super::token::{SessionClaims, SESSION_AUDIENCE};
 use super::users::User;
 use crate::app::App;
+use crate::audit::Text;
 use crate::gate::error::GateError;
 use crate::state::{SessionRecord, SsoLogin};
 
@@ -27,11 +28,11 @@ pub struct Principal {
     /// The account.
     pub user: Arc<User>,
     /// Session id.
-    pub session_id: String,
+    pub session_id: Text,
     /// When the factors were proved (Unix seconds).
     pub auth_time: u64,
     /// RFC 8176 methods used.
-    pub amr: Vec<String>,
+    pub amr: Arc<[String]>,
     /// When the session ends at the latest.
     pub expires_at: u64,
     /// The identity provider's login, for a single-sign-on session.
@@ -82,14 +83,14 @@ pub async fn create(
 ) -> Result<(String, u64), GateError> {
     let lifetime = app.config.auth.max_lifetime.as_secs();
     let record = SessionRecord {
-        id: random_id(),
-        user: user.name.clone(),
+        id: Text::from(random_id()),
+        user: Text::from(user.name.as_str()),
         auth_time,
         created: now,
         auth_ms: crate::state::unix_now_ms(),
         last_seen: now,
-        amr: amr.clone(),
-        source_ip,
+        amr: Arc::from(amr.as_slice()),
+        source_ip: Text::from(source_ip),
         sso,
     };
     // The store keeps the record a minute past the lifetime, so the lifetime check (not the
@@ -102,7 +103,7 @@ pub async fn create(
         iss: app.config.listen.public_url.clone(),
         aud: SESSION_AUDIENCE.to_string(),
         sub: user.name.clone(),
-        sid: record.id,
+        sid: record.id.to_string(),
         iat: now,
         nbf: now,
         exp: now + lifetime,
@@ -218,7 +219,7 @@ pub async fn validate(app: &App, token: &str, now: u64) -> Result<Principal, Gat
         .await
         .map_err(|e| GateError::StateUnavailable(e.to_string()))?
         .ok_or_else(|| refuse("session revoked or unknown"))?;
-    if record.user != claims.sub {
+    if *record.user != *claims.sub {
         return Err(refuse("session belongs to another user"));
     }
     let user = match check_record(app, &record, now, record.last_seen) {
@@ -245,7 +246,7 @@ pub async fn recheck(app: &App, id: &str, user: &str, activity: u64) -> Result<P
     let record = match app.state.get_session(id).await {
         Err(_) => return Err("state store unavailable".into()),
         Ok(None) => return Err("session ended".into()),
-        Ok(Some(record)) if record.user != user => return Err("session ended".into()),
+        Ok(Some(record)) if *record.user != *user => return Err("session ended".into()),
         Ok(Some(record)) => record,
     };
     let user = match check_record(app, &record, now, activity) {

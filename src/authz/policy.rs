@@ -12,13 +12,14 @@ use std::net::IpAddr;
 use http::Method;
 use ipnet::IpNet;
 
+use crate::audit::Text;
 use crate::gate::context::ClientIdentity;
 
 /// One compiled rule.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Rule {
     /// `ROUTE/allow[INDEX]`, or `ROUTE/NAME` when the rule has a name.
-    pub id: String,
+    pub id: Text,
     /// Usernames (any of).
     pub users: Vec<String>,
     /// Roles (any of).
@@ -80,7 +81,7 @@ pub struct Facts<'a> {
     /// Source address.
     pub source: IpAddr,
     /// Path parameters captured by the route.
-    pub params: &'a [(String, String)],
+    pub params: &'a [(Text, Text)],
     /// Minute of the day, UTC.
     pub minute_of_day: u16,
 }
@@ -107,12 +108,12 @@ pub enum Decision {
     /// Allowed by this rule.
     Allow {
         /// Rule id.
-        rule: String,
+        rule: Text,
     },
     /// Denied.
     Deny {
         /// The deny rule that matched, if one did.
-        rule: Option<String>,
+        rule: Option<Text>,
         /// Why, in words.
         reason: String,
     },
@@ -142,10 +143,10 @@ impl Rule {
             let captured = facts
                 .params
                 .iter()
-                .find(|(name, _)| name == param)
+                .find(|(name, _)| **name == **param)
                 .map(|(_, v)| v);
             let expected = subject.claims.and_then(|c| c.get(claim));
-            matches!((captured, expected), (Some(a), Some(b)) if a == b)
+            matches!((captured, expected), (Some(a), Some(b)) if **a == **b)
         });
         let signed_in = subject.user.is_some();
         let identity_named = !self.users.is_empty()
@@ -182,13 +183,13 @@ impl Policy {
     pub fn decide(&self, subject: &Subject<'_>, facts: &Facts<'_>) -> Decision {
         if let Some(rule) = self.deny.iter().find(|rule| rule.matches(subject, facts)) {
             return Decision::Deny {
-                rule: Some(rule.id.clone()),
+                rule: Some(Text::clone(&rule.id)),
                 reason: format!("denied by rule {}", rule.id),
             };
         }
         match self.allow.iter().find(|rule| rule.matches(subject, facts)) {
             Some(rule) => Decision::Allow {
-                rule: rule.id.clone(),
+                rule: Text::clone(&rule.id),
             },
             None => Decision::Deny {
                 rule: None,
@@ -271,16 +272,16 @@ mod tests {
             amr: &amr,
             ..Subject::default()
         };
-        let own = [("patient_id".to_string(), "7".to_string())];
-        let other = [("patient_id".to_string(), "8".to_string())];
-        let facts = |params: &'static [(String, String)]| Facts {
+        let own = [(Text::from("patient_id"), Text::from("7"))];
+        let other = [(Text::from("patient_id"), Text::from("8"))];
+        let facts = |params: &'static [(Text, Text)]| Facts {
             method: &Method::GET,
             source: IpAddr::from([127, 0, 0, 1]),
             params,
             minute_of_day: 600,
         };
-        let own: &'static [(String, String)] = Box::leak(Box::new(own));
-        let other: &'static [(String, String)] = Box::leak(Box::new(other));
+        let own: &'static [(Text, Text)] = Box::leak(Box::new(own));
+        let other: &'static [(Text, Text)] = Box::leak(Box::new(other));
         assert_eq!(
             policy.decide(&patient, &facts(own)),
             Decision::Allow {

@@ -120,14 +120,8 @@ impl Filter {
                 .as_ref()
                 .is_none_or(|p| record.patient_id.as_deref() == Some(p.as_str()))
             && self.event.as_ref().is_none_or(|e| record.event == *e)
-            && self
-                .since
-                .as_ref()
-                .is_none_or(|s| record.ts.as_str() >= s.as_str())
-            && self
-                .until
-                .as_ref()
-                .is_none_or(|u| record.ts.as_str() <= u.as_str())
+            && self.since.as_ref().is_none_or(|s| *record.ts >= **s)
+            && self.until.as_ref().is_none_or(|u| *record.ts <= **u)
     }
 }
 

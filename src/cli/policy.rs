@@ -107,7 +107,7 @@ fn explain(config: &Config, name: &str) -> Result<(), CliError> {
     let route = config
         .routes
         .iter()
-        .find(|r| r.name == name)
+        .find(|r| *r.name == *name)
         .ok_or_else(|| CliError::Runtime(format!("no route `{name}`")))?;
     let methods = route
         .methods

@@ -167,7 +167,7 @@ fn one(
         None => default_id.to_string(),
     };
     let mut rule = Rule {
-        id,
+        id: id.into(),
         users: file.users.clone().unwrap_or_default(),
         roles: file.roles.clone().unwrap_or_default(),
         groups: file.groups.clone().unwrap_or_default(),

@@ -389,7 +389,7 @@ fn routes(
             );
         }
         let compiled = RouteConfig {
-            name,
+            name: name.into(),
             host,
             path,
             methods,

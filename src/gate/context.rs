@@ -52,7 +52,7 @@ pub struct RequestCtx {
     /// The signed-in user's roles.
     pub roles: Option<Arc<[String]>>,
     /// The session id (hashed before it is written anywhere).
-    pub session: Option<String>,
+    pub session: Option<Text>,
     /// The user's `work_hours` claim, for the out-of-hours detection rule.
     pub work_hours: Option<Text>,
     /// The `{patient_id}` the route captured, if any.
@@ -105,8 +105,8 @@ impl RequestCtx {
         self.patient_id = matched
             .params
             .iter()
-            .find(|(name, _)| name == "patient_id")
-            .map(|(_, value)| Text::from(value.as_str()));
+            .find(|(name, _)| &**name == "patient_id")
+            .map(|(_, value)| Arc::clone(value));
         if matched.route.phi {
             self.phi_target = Some((
                 Text::from(target.host.as_str()),

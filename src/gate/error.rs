@@ -46,7 +46,7 @@ pub enum GateError {
     #[error("{reason}")]
     Denied {
         /// The deny rule that matched, if one did.
-        rule: Option<String>,
+        rule: Option<crate::audit::Text>,
         /// Why.
         reason: String,
     },

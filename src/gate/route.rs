@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use http::Method;
 
+use crate::audit::Text;
 use crate::config::RouteConfig;
 
 /// Host part of a route.
@@ -33,7 +34,7 @@ pub struct PathPattern {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
     Literal(String),
-    Param(String),
+    Param(Text),
     Rest,
 }
 
@@ -42,8 +43,8 @@ enum Segment {
 pub struct RouteMatch {
     /// The route's configuration.
     pub route: Arc<RouteConfig>,
-    /// `{name}` captures, in pattern order.
-    pub params: Vec<(String, String)>,
+    /// `{name}` captures, in pattern order (shared text: the audit records reuse them).
+    pub params: Vec<(Text, Text)>,
 }
 
 /// All routes, most specific first.
@@ -141,13 +142,10 @@ impl PathPattern {
                         "path `{text}`: `{{{name}}}` is not a valid parameter name"
                     ));
                 }
-                if segments
-                    .iter()
-                    .any(|s| *s == Segment::Param(name.to_string()))
-                {
+                if segments.iter().any(|s| *s == Segment::Param(name.into())) {
                     return Err(format!("path `{text}`: parameter `{name}` appears twice"));
                 }
-                Segment::Param(name.to_string())
+                Segment::Param(name.into())
             } else {
                 if part.is_empty() && !last {
                     return Err(format!("path `{text}` has an empty segment (//)"));
@@ -182,13 +180,13 @@ impl PathPattern {
     /// Names of the `{param}` segments.
     pub fn params(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().filter_map(|s| match s {
-            Segment::Param(name) => Some(name.as_str()),
+            Segment::Param(name) => Some(&**name),
             _ => None,
         })
     }
 
     /// Matches a canonical path, capturing parameters into `params`.
-    fn matches(&self, path: &str, params: &mut Vec<(String, String)>) -> bool {
+    fn matches(&self, path: &str, params: &mut Vec<(Text, Text)>) -> bool {
         // Only canonical paths reach here, but a path without its leading `/` (or empty)
         // must not match, let alone panic.
         let Some(body) = path.strip_prefix('/') else {
@@ -209,7 +207,7 @@ impl PathPattern {
             match segment {
                 Segment::Literal(literal) if literal == part => {}
                 Segment::Param(name) if !part.is_empty() => {
-                    params.push((name.clone(), part.to_string()))
+                    params.push((Arc::clone(name), Text::from(part)))
                 }
                 _ => return false,
             }
@@ -300,7 +298,7 @@ mod tests {
     fn name_of(table: &RouteTable, host: &str, path: &str, method: Method) -> Option<String> {
         table
             .lookup(host, path, &method)
-            .map(|m| m.route.name.clone())
+            .map(|m| m.route.name.to_string())
     }
 
     #[test]
@@ -365,7 +363,7 @@ mod tests {
             .expect("match");
         assert_eq!(
             hit.params,
-            vec![("patient_id".to_string(), "42".to_string())]
+            vec![(Text::from("patient_id"), Text::from("42"))]
         );
         for miss in [
             "/api/patients/42/records/",

@@ -16,7 +16,7 @@ pub(super) async fn route(app: &App, principal: &Principal, opened: &Opened) -> 
     else {
         return Err("route removed".into());
     };
-    if matched.route.name != opened.route {
+    if *matched.route.name != *opened.route {
         return Err("route changed".into());
     }
     let caller = Caller::User(principal.clone(), opened.conn.client_identity.clone());

@@ -45,7 +45,7 @@ pub struct AssertionSigner {
     key: EncodingKey,
     kid: String,
     jwks: String,
-    cache: DashMap<String, Vec<Cached>>,
+    cache: DashMap<crate::audit::Text, Vec<Cached>>,
 }
 
 /// A signed assertion of one session, for one upstream.
@@ -100,7 +100,7 @@ impl AssertionSigner {
         now: u64,
         break_glass: bool,
     ) -> Option<HeaderValue> {
-        if let Some(signed) = self.cache.get(principal.session_id.as_str()) {
+        if let Some(signed) = self.cache.get(&*principal.session_id) {
             let reusable = signed.iter().find(|c| {
                 c.upstream == upstream
                     && c.break_glass == break_glass
@@ -132,7 +132,10 @@ impl AssertionSigner {
                 !signed.is_empty()
             });
         }
-        let mut signed = self.cache.entry(principal.session_id.clone()).or_default();
+        let mut signed = self
+            .cache
+            .entry(std::sync::Arc::clone(&principal.session_id))
+            .or_default();
         signed.retain(|c| c.exp >= now + REUSE_MARGIN);
         signed.push(Cached {
             upstream: upstream.to_string(),
@@ -160,7 +163,7 @@ mod tests {
             }),
             session_id: session_id.into(),
             auth_time: 1_000,
-            amr: vec!["pwd".into(), "otp".into()],
+            amr: Arc::from(["pwd".to_string(), "otp".to_string()]),
             expires_at: 10_000,
             sso: None,
         }

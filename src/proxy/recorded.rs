@@ -40,7 +40,7 @@ impl RecordedBody {
             record.latency_ms =
                 Some((started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0);
             if outcome != "complete" {
-                record.reason = Some(outcome.to_string());
+                record.reason = Some(outcome.to_string().into());
             }
             auditor.submit_or_wait(record);
         }

@@ -67,7 +67,7 @@ impl StateStore for MemoryStore {
     async fn put_session(&self, session: &SessionRecord, ttl: Duration) -> Result<(), StateError> {
         let until = Instant::now() + ttl;
         self.sessions.insert(
-            session.id.clone(),
+            session.id.to_string(),
             Expiring {
                 value: session.clone(),
                 until,
@@ -104,7 +104,7 @@ impl StateStore for MemoryStore {
 
     async fn revoke_user(&self, user: &str) -> Result<usize, StateError> {
         let before = self.sessions.len();
-        self.sessions.retain(|_, e| e.value.user != user);
+        self.sessions.retain(|_, e| *e.value.user != *user);
         Ok(before.saturating_sub(self.sessions.len()))
     }
 
@@ -112,7 +112,7 @@ impl StateStore for MemoryStore {
         Ok(self
             .sessions
             .iter()
-            .filter(|e| live(e.value()) && user.is_none_or(|u| e.value().value.user == u))
+            .filter(|e| live(e.value()) && user.is_none_or(|u| *e.value().value.user == *u))
             .map(|e| e.value().value.clone())
             .collect())
     }

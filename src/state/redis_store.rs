@@ -223,7 +223,7 @@ impl StateStore for RedisStore {
             .ignore()
             .expire(&key, secs(ttl) as i64)
             .ignore()
-            .sadd(&index, &session.id)
+            .sadd(&index, &*session.id)
             .ignore()
             .expire(&index, secs(ttl) as i64)
             .ignore();

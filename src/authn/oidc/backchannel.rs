@@ -105,7 +105,7 @@ pub async fn receive(
                 .revoke_session(&record.id)
                 .await
                 .map_err(|e| GateError::StateUnavailable(e.to_string()))?;
-            ended.push(record.user);
+            ended.push(record.user.to_string());
         }
     }
     ended.dedup();

@@ -156,7 +156,7 @@ pub(super) async fn break_glass(
     let principal = super::session_for_post(app, req.headers()).await?;
     let input: BreakGlassRequest = read_json(req).await?;
     let reason = input.reason.trim();
-    let route = app.config.routes.iter().find(|r| r.name == input.route);
+    let route = app.config.routes.iter().find(|r| *r.name == *input.route);
     let allowed_role = principal
         .user
         .roles
@@ -180,7 +180,7 @@ pub(super) async fn break_glass(
     record.break_glass = Some(reason.into());
     if let Some(refused) = refusal {
         record.decision = Some("deny".into());
-        record.reason = Some(refused.to_string());
+        record.reason = Some(refused.to_string().into());
         app.audit.submit_or_wait(record);
         return Err(GateError::Denied {
             rule: None,
@@ -194,13 +194,16 @@ pub(super) async fn break_glass(
         .map_err(|e| GateError::StateUnavailable(e.to_string()))?;
     let expires_at = unix_now() + duration.as_secs();
     record.decision = Some("allow".into());
-    record.reason = Some(format!("emergency access granted until {expires_at}"));
+    record.reason = Some(format!("emergency access granted until {expires_at}").into());
     app.audit.submit_or_wait(record.clone());
     record.event = "alert".into();
-    record.reason = Some(format!(
-        "break-glass opened on route {} by {}",
-        input.route, principal.user.name
-    ));
+    record.reason = Some(
+        format!(
+            "break-glass opened on route {} by {}",
+            input.route, principal.user.name
+        )
+        .into(),
+    );
     app.audit.submit_or_wait(record);
     tracing::warn!(target: "wardgate::security", event = "break_glass", user = %principal.user.name, route = %input.route, src_ip = %ctx.conn.peer_ip, "ALERT: break-glass emergency access opened");
     metrics::counter!("wardgate_break_glass_total", "route" => input.route.clone()).increment(1);

@@ -103,7 +103,7 @@ impl Watch {
             self.cache.clear();
         }
         self.cache
-            .insert(record.id.clone(), (record.clone(), Instant::now()));
+            .insert(record.id.to_string(), (record.clone(), Instant::now()));
     }
 
     /// Keeps the cached copy's `last_seen` in step with what this replica wrote.
@@ -120,7 +120,7 @@ impl Watch {
         } else if let Some(id) = message.strip_prefix(SESSION_PREFIX) {
             self.cache.remove(id);
         } else if let Some(user) = message.strip_prefix(USER_PREFIX) {
-            self.cache.retain(|_, (record, _)| record.user != user);
+            self.cache.retain(|_, (record, _)| *record.user != *user);
         }
     }
 
