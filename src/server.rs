@@ -22,6 +22,7 @@ use crate::config::state::StateConfig;
 use crate::config::Config;
 use crate::state::StateStore;
 
+pub mod activity;
 pub mod certs;
 pub mod listener;
 pub mod redirect;

@@ -12,9 +12,8 @@
 //! `keepalive_timeout`, not every second: 10,000 idle connections cost no steady wake-ups.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -23,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::activity::{Activity, HeadDeadline};
 use super::workers::Workers;
 use super::{tls, Shared};
 use crate::config::Limits;
@@ -108,6 +108,11 @@ async fn serve(
         .map(Arc::new);
     let conn = Arc::new(ConnInfo::new(peer, client_identity));
     let activity = Arc::new(Activity::new());
+    // HTTP/2 has no request heads to wait for between requests; its streams have their own
+    // limits. Everything else is HTTP/1 (ALPN `http/1.1`, or none).
+    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let head_limit = (!h2).then_some(limits.header_read_timeout);
+    let stream = HeadDeadline::new(tls_stream, Arc::clone(&activity), head_limit);
     let service = {
         let activity = Arc::clone(&activity);
         service_fn(move |req| {
@@ -121,13 +126,19 @@ async fn serve(
             let request = Box::pin(gate::handle(app, conn, req));
             async move {
                 let response = request.await;
+                if response
+                    .as_ref()
+                    .is_ok_and(|r| r.status() == http::StatusCode::SWITCHING_PROTOCOLS)
+                {
+                    activity.upgraded();
+                }
                 activity.end();
                 response
             }
         })
     };
     let builder = http_builder(&limits);
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let keepalive = limits.keepalive_timeout;
     let idle_deadline = tokio::time::sleep(keepalive);
@@ -168,7 +179,9 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // `HeadDeadline` enforces `header_read_timeout`; hyper's own timer would also run on
+        // idle keep-alive connections and close them long before `keepalive_timeout`.
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_size.max(8192))
         .keep_alive(true);
     builder
@@ -180,45 +193,4 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     builder
-}
-
-/// Requests in flight on a connection and when the last one ended.
-struct Activity {
-    started: Instant,
-    in_flight: AtomicUsize,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            started: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn begin(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
-    }
-
-    fn end(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
-    }
-
-    fn idle_for(&self) -> Duration {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return Duration::ZERO;
-        }
-        Duration::from_millis(
-            self.now_ms()
-                .saturating_sub(self.last_ms.load(Ordering::Relaxed)),
-        )
-    }
 }

@@ -1,5 +1,6 @@
 //! Reload on SIGHUP (good and bad config), graceful shutdown, slowloris cut-off, idle
-//! keep-alive close, and the HTTP→HTTPS redirect listener.
+//! keep-alive close (after `keepalive_timeout`, not `header_read_timeout`), and the
+//! HTTP→HTTPS redirect listener.
 
 use std::time::{Duration, Instant};
 
@@ -168,6 +169,35 @@ async fn idle_keepalive_connection_is_closed() {
     })
     .await;
     assert_eq!(closed, Ok(true));
+}
+
+#[tokio::test]
+async fn keepalive_outlives_the_header_read_timeout_but_a_silent_connection_does_not() {
+    let backend = Backend::start().await;
+    let toml = config(backend.addr, "")
+        .replace("[log]", "[limits]\nheader_read_timeout = \"1s\"\n\n[log]");
+    let proxy = Wardgate::start(&toml);
+    let tls = raw::client_config(&proxy.dev_cert(), &[b"http/1.1"]);
+    let mut kept = raw::connect(proxy.public, tls.clone()).await.expect("tls");
+    let mut silent = raw::connect(proxy.public, tls).await.expect("tls");
+    let request = b"GET /pub/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let mut buf = vec![0u8; 4096];
+    for round in 0..2 {
+        if round == 1 {
+            // Idle for well over header_read_timeout, well under keepalive_timeout (60 s).
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+        }
+        kept.write_all(request).await.expect("write");
+        let n = kept.read(&mut buf).await.expect("response");
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {head}");
+    }
+    // A connection that never sends a request head is cut after header_read_timeout.
+    let closed = tokio::time::timeout(Duration::from_secs(1), silent.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "silent connection still open"
+    );
 }
 
 #[tokio::test]

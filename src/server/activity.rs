@@ -1,0 +1,179 @@
+//! What a client connection is doing, and the HTTP/1 header-read deadline that depends on it.
+//!
+//! hyper's own `header_read_timeout` starts whenever hyper waits for a request head, which
+//! includes every idle keep-alive connection: it closed each of them `header_read_timeout`
+//! (10 s) after its last response, whatever `keepalive_timeout` said, and clients paid a new TLS
+//! handshake for it. [`HeadDeadline`] starts the clock when the first bytes of a request head
+//! arrive instead (or when the connection opens, for its first request), so a slow head
+//! (slowloris) is still cut after `header_read_timeout` while an idle connection lives for
+//! `keepalive_timeout`.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+/// Requests begun and in flight on a connection, and when the last one ended.
+pub struct Activity {
+    started: Instant,
+    begun: AtomicU64,
+    in_flight: AtomicUsize,
+    last_ms: AtomicU64,
+    upgraded: AtomicBool,
+}
+
+impl Activity {
+    /// A connection that has served nothing yet.
+    pub fn new() -> Activity {
+        Activity {
+            started: Instant::now(),
+            begun: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+            upgraded: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A request head was read and handed to the gate.
+    pub fn begin(&self) {
+        self.begun.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// The gate answered a request.
+    pub fn end(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// The connection now carries another protocol (WebSocket): no more request heads.
+    pub fn upgraded(&self) {
+        self.upgraded.store(true, Ordering::Relaxed);
+    }
+
+    /// How long the connection has had no request in flight.
+    pub fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.last_ms.load(Ordering::Relaxed)),
+        )
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Activity {
+        Activity::new()
+    }
+}
+
+/// The client stream of an HTTP/1 connection, failing its reads once a request head has taken
+/// longer than the limit to arrive.
+pub struct HeadDeadline<S> {
+    inner: S,
+    activity: Arc<Activity>,
+    limit: Option<Duration>,
+    /// Running while a request head is awaited and has started to arrive (for the first
+    /// request: since the connection opened), with the number of requests begun at the time;
+    /// when that number moves on, the head arrived.
+    running: Option<(u64, Pin<Box<Sleep>>)>,
+}
+
+impl<S> HeadDeadline<S> {
+    /// Wraps `inner`; `limit` `None` (HTTP/2, which has no request heads to wait for in this
+    /// sense) passes everything through.
+    pub fn new(inner: S, activity: Arc<Activity>, limit: Option<Duration>) -> HeadDeadline<S> {
+        let running = limit.map(|limit| (0, Box::pin(tokio::time::sleep(limit))));
+        HeadDeadline {
+            inner,
+            activity,
+            limit,
+            running,
+        }
+    }
+
+    /// The stream inside.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for HeadDeadline<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let filled_before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let Some(limit) = this.limit else {
+            return polled;
+        };
+        let activity = &this.activity;
+        let begun = activity.begun.load(Ordering::Relaxed);
+        if activity.upgraded.load(Ordering::Relaxed)
+            || this.running.as_ref().is_some_and(|(at, _)| *at != begun)
+        {
+            this.running = None;
+        }
+        let arrived = matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > filled_before;
+        let between_requests = activity.in_flight.load(Ordering::Relaxed) == 0
+            && !activity.upgraded.load(Ordering::Relaxed);
+        if arrived && between_requests && this.running.is_none() {
+            this.running = Some((begun, Box::pin(tokio::time::sleep(limit))));
+        }
+        if let Some((_, deadline)) = this.running.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request head not received within header_read_timeout",
+                )));
+            }
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for HeadDeadline<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
