@@ -56,14 +56,14 @@ pub fn spawn_upkeep(handle: PrometheusHandle) {
 /// nothing and skips the registry lookup (label strings are built once per route and status).
 struct RouteMetrics {
     duration: metrics::Histogram,
-    by_status: dashmap::DashMap<u16, metrics::Counter>,
+    by_status: crate::FastMap<u16, metrics::Counter>,
 }
 
-static ROUTES: OnceLock<dashmap::DashMap<Box<str>, RouteMetrics>> = OnceLock::new();
+static ROUTES: OnceLock<crate::FastMap<Box<str>, RouteMetrics>> = OnceLock::new();
 
 /// Counts one finished request.
 pub fn request(route: &str, status: StatusCode, latency: Duration) {
-    let routes = ROUTES.get_or_init(dashmap::DashMap::new);
+    let routes = ROUTES.get_or_init(crate::FastMap::default);
     let entry = match routes.get(route) {
         Some(entry) => entry,
         None => {
@@ -72,7 +72,7 @@ pub fn request(route: &str, status: StatusCode, latency: Duration) {
                 .entry(route.into())
                 .or_insert_with(|| RouteMetrics {
                     duration: metrics::histogram!("wardgate_request_duration_seconds", "route" => name),
-                    by_status: dashmap::DashMap::new(),
+                    by_status: crate::FastMap::default(),
                 })
                 .downgrade()
         }

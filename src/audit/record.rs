@@ -103,13 +103,34 @@ impl AuditRecord {
     /// A record of `event`, time-stamped now.
     pub fn new(event: &'static str) -> AuditRecord {
         AuditRecord {
-            ts: Text::from(
-                humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            ),
+            ts: now_text(),
             event: Label::Borrowed(event),
             ..AuditRecord::default()
         }
     }
+}
+
+/// The current time as a record's `ts`. Records made on one thread within the same millisecond
+/// (under load, most of them) share one formatted text instead of formatting it again.
+fn now_text() -> Text {
+    thread_local! {
+        static LAST: std::cell::RefCell<(u128, Option<Text>)> = const { std::cell::RefCell::new((0, None)) };
+    }
+    let now = std::time::SystemTime::now();
+    let millis = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis());
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &last.1 {
+            Some(text) if last.0 == millis => Arc::clone(text),
+            _ => {
+                let text = Text::from(humantime::format_rfc3339_millis(now).to_string());
+                *last = (millis, Some(Arc::clone(&text)));
+                text
+            }
+        }
+    })
 }
 
 /// Lower-case hex.
@@ -153,5 +174,15 @@ mod tests {
         // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
         assert_eq!(&*session_hash("abc"), "ba7816bf8f01cfea414140de5dae2223");
         assert_eq!(&*session_hash("abc"), &line_hash(b"abc")[..32]);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_with_milliseconds_and_move_on() {
+        let first = AuditRecord::new("a").ts;
+        assert_eq!(first.len(), "2026-12-06T21:52:18.123Z".len(), "{first}");
+        assert!(humantime::parse_rfc3339(&first).is_ok(), "{first}");
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        let later = AuditRecord::new("b").ts;
+        assert!(*later > *first, "{later} after {first}");
     }
 }

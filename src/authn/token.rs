@@ -81,7 +81,7 @@ pub struct SessionKeys {
     /// token, and re-checking base64, JSON and the HMAC each time was the largest part of
     /// session validation. Only the signature check is skipped; the session record is still
     /// consulted on every request, and an entry is never used past the token's `exp`.
-    verified: dashmap::DashMap<Box<str>, VerifiedToken>,
+    verified: crate::FastMap<Box<str>, VerifiedToken>,
 }
 
 struct VerifiedToken {
@@ -138,7 +138,7 @@ impl SessionKeys {
             signing_kid,
             encoding: EncodingKey::from_secret(&secret),
             decoding,
-            verified: dashmap::DashMap::new(),
+            verified: crate::FastMap::default(),
         })
     }
 

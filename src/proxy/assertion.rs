@@ -12,7 +12,6 @@ use std::path::Path;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use dashmap::DashMap;
 use http::HeaderValue;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::signature::{Ed25519KeyPair, KeyPair};
@@ -45,7 +44,7 @@ pub struct AssertionSigner {
     key: EncodingKey,
     kid: String,
     jwks: String,
-    cache: DashMap<crate::audit::Text, Vec<Cached>>,
+    cache: crate::FastMap<crate::audit::Text, Vec<Cached>>,
 }
 
 /// A signed assertion of one session, for one upstream.
@@ -81,7 +80,7 @@ impl AssertionSigner {
             key: EncodingKey::from_ed_der(&pkcs8),
             kid,
             jwks,
-            cache: DashMap::new(),
+            cache: crate::FastMap::default(),
         })
     }
 

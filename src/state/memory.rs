@@ -22,7 +22,7 @@ struct Expiring<T> {
 /// dashmap-backed [`StateStore`].
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    sessions: DashMap<String, Expiring<SessionRecord>>,
+    sessions: crate::FastMap<String, Expiring<SessionRecord>>,
     totp_steps: DashMap<String, Expiring<u64>>,
     failures: DashMap<String, Expiring<Failures>>,
     windows: DashMap<String, Expiring<u32>>,
