@@ -208,7 +208,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// TLS handshake deadline.
     pub handshake_timeout: Duration,
-    /// Deadline for a complete request head.
+    /// Deadline for a complete HTTP/1 request head, from its first byte (or from the handshake,
+    /// for a connection's first request); idle keep-alive time does not count.
     pub header_read_timeout: Duration,
     /// Longest pause inside a request body.
     pub body_read_timeout: Duration,
