@@ -115,9 +115,10 @@ pub fn prepare_request(
         .get(X_FORWARDED_FOR)
         .filter(|_| trusted && !hop.drops(&X_FORWARDED_FOR))
         .and_then(|v| v.to_str().ok());
+    // The common case (no trusted chain) is the peer alone: no string built in between.
     let forwarded_for = match chain {
-        Some(chain) => format!("{chain}, {}", ctx.conn.peer_ip),
-        None => ctx.conn.peer_ip.to_string(),
+        Some(chain) => HeaderValue::from_str(&format!("{chain}, {}", ctx.conn.peer_ip)),
+        None => HeaderValue::from_str(&ctx.conn.peer_ip),
     };
     let removed = names_where(headers, |name| {
         let name_str = name.as_str();
@@ -141,7 +142,9 @@ pub fn prepare_request(
             headers.insert(name, value);
         }
     };
-    set(headers, X_FORWARDED_FOR, &forwarded_for);
+    if let Ok(forwarded_for) = forwarded_for {
+        headers.insert(X_FORWARDED_FOR, forwarded_for);
+    }
     if !trusted || !headers.contains_key(X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     }

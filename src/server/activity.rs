@@ -85,29 +85,35 @@ impl Default for Activity {
 pub struct HeadDeadline<S> {
     inner: S,
     activity: Arc<Activity>,
-    limit: Option<Duration>,
-    /// Running while a request head is awaited and has started to arrive (for the first
-    /// request: since the connection opened), with the number of requests begun at the time;
-    /// when that number moves on, the head arrived.
-    running: Option<(u64, Pin<Box<Sleep>>)>,
+    /// `None` (HTTP/2, which has no request heads to wait for in this sense): reads pass
+    /// through untouched.
+    deadline: Option<Deadline>,
+}
+
+/// The one timer of a connection, reset for each request head rather than made anew.
+struct Deadline {
+    limit: Duration,
+    timer: Pin<Box<Sleep>>,
+    /// While the clock runs (a head is awaited and has started to arrive; for the first
+    /// request, since the connection opened): the number of requests begun when it started.
+    /// When that number moves on, the head arrived. A timer that stopped running may still
+    /// fire once later; that wake-up is harmless.
+    running_since: Option<u64>,
 }
 
 impl<S> HeadDeadline<S> {
-    /// Wraps `inner`; `limit` `None` (HTTP/2, which has no request heads to wait for in this
-    /// sense) passes everything through.
+    /// Wraps `inner`, with the clock already running for the first request head.
     pub fn new(inner: S, activity: Arc<Activity>, limit: Option<Duration>) -> HeadDeadline<S> {
-        let running = limit.map(|limit| (0, Box::pin(tokio::time::sleep(limit))));
+        let deadline = limit.map(|limit| Deadline {
+            limit,
+            timer: Box::pin(tokio::time::sleep(limit)),
+            running_since: Some(0),
+        });
         HeadDeadline {
             inner,
             activity,
-            limit,
-            running,
+            deadline,
         }
-    }
-
-    /// The stream inside.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
     }
 }
 
@@ -120,29 +126,27 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadDeadline<S> {
         let this = self.get_mut();
         let filled_before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let Some(limit) = this.limit else {
+        let Some(deadline) = this.deadline.as_mut() else {
             return polled;
         };
         let activity = &this.activity;
         let begun = activity.begun.load(Ordering::Relaxed);
-        if activity.upgraded.load(Ordering::Relaxed)
-            || this.running.as_ref().is_some_and(|(at, _)| *at != begun)
-        {
-            this.running = None;
+        let upgraded = activity.upgraded.load(Ordering::Relaxed);
+        if upgraded || deadline.running_since.is_some_and(|at| at != begun) {
+            deadline.running_since = None;
         }
         let arrived = matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > filled_before;
-        let between_requests = activity.in_flight.load(Ordering::Relaxed) == 0
-            && !activity.upgraded.load(Ordering::Relaxed);
-        if arrived && between_requests && this.running.is_none() {
-            this.running = Some((begun, Box::pin(tokio::time::sleep(limit))));
+        let between_requests = activity.in_flight.load(Ordering::Relaxed) == 0 && !upgraded;
+        if arrived && between_requests && deadline.running_since.is_none() {
+            let until = tokio::time::Instant::now() + deadline.limit;
+            deadline.timer.as_mut().reset(until);
+            deadline.running_since = Some(begun);
         }
-        if let Some((_, deadline)) = this.running.as_mut() {
-            if deadline.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "request head not received within header_read_timeout",
-                )));
-            }
+        if deadline.running_since.is_some() && deadline.timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request head not received within header_read_timeout",
+            )));
         }
         polled
     }

@@ -15,8 +15,8 @@
 //! the kernel's hash may not.
 //!
 //! Everything else (admin, reload, signals, health checks, continuous validation) stays on the
-//! main runtime; the blocking pool of each serving runtime runs its password hashes, bounded by
-//! the same process-wide semaphore.
+//! main runtime, and password hashes run on their own low-priority threads
+//! (`authn/password.rs`).
 
 use std::cell::Cell;
 use std::future::Future;
