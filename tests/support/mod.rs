@@ -285,7 +285,10 @@ pub fn run_cli(args: &[&str], cwd: &Path) -> (i32, String, String) {
     )
 }
 
-/// Every record of the `*.jsonl` audit files in `dir`, in file order.
+/// Every complete record of the `*.jsonl` audit files in `dir`, in file order.
+///
+/// The writer may be part-way through a line when a test polls (its buffer flushes wherever it
+/// fills), so only lines that end in a newline count; the rest arrives on the next poll.
 pub fn audit_records_in(dir: &Path) -> Vec<serde_json::Value> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("audit dir")
@@ -296,8 +299,9 @@ pub fn audit_records_in(dir: &Path) -> Vec<serde_json::Value> {
     files
         .iter()
         .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .expect("audit file")
+            let text = std::fs::read_to_string(f).expect("audit file");
+            let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+            complete
                 .lines()
                 .map(|l| serde_json::from_str(l).expect("record"))
                 .collect::<Vec<_>>()
