@@ -179,7 +179,7 @@ pub fn request_record(
     record.patient_id = ctx.patient_id.clone();
     record.user = ctx.user.clone();
     record.roles = ctx.roles.clone();
-    record.session = ctx.session.as_deref().map(record::session_hash);
+    record.session = ctx.session.clone();
     record.work_hours = ctx.work_hours.clone();
     record
 }

@@ -17,6 +17,7 @@ use crate::gate::context::ClientIdentity;
 use crate::gate::error::GateError;
 
 pub mod events;
+pub mod identity_texts;
 pub mod lockout;
 pub mod oidc;
 pub mod password;

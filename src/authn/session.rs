@@ -29,6 +29,8 @@ pub struct Principal {
     pub user: Arc<User>,
     /// Session id.
     pub session_id: Text,
+    /// The session as the audit trail names it (`session_hash` of the id, made once per token).
+    pub audit_session: Text,
     /// When the factors were proved (Unix seconds).
     pub auth_time: u64,
     /// RFC 8176 methods used.
@@ -195,10 +197,11 @@ async fn expire(app: &App, record: &SessionRecord, ended: Ended) {
     }
 }
 
-fn principal(app: &App, user: Arc<User>, record: SessionRecord) -> Principal {
+fn principal(app: &App, user: Arc<User>, record: SessionRecord, audit_session: Text) -> Principal {
     Principal {
         user,
         session_id: record.id,
+        audit_session,
         auth_time: record.auth_time,
         amr: record.amr,
         expires_at: record.created + app.config.auth.max_lifetime.as_secs(),
@@ -209,10 +212,11 @@ fn principal(app: &App, user: Arc<User>, record: SessionRecord) -> Principal {
 /// Verifies `token` and its session record for this request.
 pub async fn validate(app: &App, token: &str, now: u64) -> Result<Principal, GateError> {
     let refuse = |why: &str| GateError::InvalidSession(why.to_string());
-    let claims = app
+    let verified = app
         .session_keys
         .verify(token, &app.config.listen.public_url)
         .map_err(|e| GateError::InvalidSession(e.to_string()))?;
+    let claims = &verified.claims;
     let record = app
         .state
         .get_session(&claims.sid)
@@ -235,7 +239,8 @@ pub async fn validate(app: &App, token: &str, now: u64) -> Result<Principal, Gat
             .await
             .map_err(|e| GateError::StateUnavailable(e.to_string()))?;
     }
-    Ok(principal(app, user, record))
+    // The record was found under `sid`, so the token's audit name is the record's.
+    Ok(principal(app, user, record, verified.audit_session))
 }
 
 /// Re-validates session `id` of `user` for a connection that stays open (no token at hand:
@@ -262,7 +267,8 @@ pub async fn recheck(app: &App, id: &str, user: &str, activity: u64) -> Result<P
             .await
             .map_err(|_| "state store unavailable".to_string())?;
     }
-    Ok(principal(app, user, record))
+    let audit_session = crate::audit::record::session_hash(&record.id);
+    Ok(principal(app, user, record, audit_session))
 }
 
 /// Users in `before` whose sessions must end in `after`: removed, disabled, or whose password

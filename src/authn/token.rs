@@ -85,8 +85,18 @@ pub struct SessionKeys {
 }
 
 struct VerifiedToken {
-    claims: std::sync::Arc<SessionClaims>,
+    session: VerifiedSession,
     issuer: Box<str>,
+}
+
+/// A session token that verified (cheap to clone: two shared pointers).
+#[derive(Debug, Clone)]
+pub struct VerifiedSession {
+    /// What the token says.
+    pub claims: std::sync::Arc<SessionClaims>,
+    /// The session as the audit trail names it (`session_hash` of `sid`): a SHA-256 made once
+    /// per token instead of once per audited request.
+    pub audit_session: crate::audit::record::Text,
 }
 
 /// Largest number of remembered verified tokens (the cache starts over beyond it).
@@ -163,29 +173,29 @@ impl SessionKeys {
     }
 
     /// Verifies a token issued by `issuer` (shared, so a repeat costs no allocation).
-    pub fn verify(
-        &self,
-        token: &str,
-        issuer: &str,
-    ) -> Result<std::sync::Arc<SessionClaims>, TokenError> {
+    pub fn verify(&self, token: &str, issuer: &str) -> Result<VerifiedSession, TokenError> {
         let now = crate::state::unix_now();
         if let Some(hit) = self.verified.get(token) {
-            if &*hit.issuer == issuer && now < hit.claims.exp {
-                return Ok(std::sync::Arc::clone(&hit.claims));
+            if &*hit.issuer == issuer && now < hit.session.claims.exp {
+                return Ok(hit.session.clone());
             }
         }
-        let claims = std::sync::Arc::new(self.verify_signed(token, issuer)?);
+        let claims = self.verify_signed(token, issuer)?;
+        let session = VerifiedSession {
+            audit_session: crate::audit::record::session_hash(&claims.sid),
+            claims: std::sync::Arc::new(claims),
+        };
         if self.verified.len() >= VERIFIED_LIMIT {
             self.verified.clear();
         }
         self.verified.insert(
             token.into(),
             VerifiedToken {
-                claims: std::sync::Arc::clone(&claims),
+                session: session.clone(),
                 issuer: issuer.into(),
             },
         );
-        Ok(claims)
+        Ok(session)
     }
 
     fn verify_signed(&self, token: &str, issuer: &str) -> Result<SessionClaims, TokenError> {

@@ -52,6 +52,16 @@ pub struct User {
     /// by password change, TOTP reset, enrollment and disable.
     #[serde(default)]
     pub sessions_valid_after_ms: u64,
+    /// Name, roles and header values shared by this account's requests (not account data).
+    #[serde(skip)]
+    pub identity_cache: super::identity_texts::IdentityCache,
+}
+
+impl User {
+    /// The texts each request of this account copies, made once (see `identity_texts`).
+    pub fn identity_texts(&self) -> &Arc<super::identity_texts::IdentityTexts> {
+        self.identity_cache.get(self)
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

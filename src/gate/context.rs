@@ -51,7 +51,7 @@ pub struct RequestCtx {
     pub user: Option<Text>,
     /// The signed-in user's roles.
     pub roles: Option<Arc<[String]>>,
-    /// The session id (hashed before it is written anywhere).
+    /// The session as the audit trail names it (a hash: the id itself is never written).
     pub session: Option<Text>,
     /// The user's `work_hours` claim, for the out-of-hours detection rule.
     pub work_hours: Option<Text>,
@@ -118,14 +118,11 @@ impl RequestCtx {
     /// Records the authenticated user for the request log.
     pub fn note_caller(&mut self, caller: &crate::authn::Caller) {
         if let crate::authn::Caller::User(principal, _) = caller {
-            self.user = Some(Text::from(principal.user.name.as_str()));
-            self.roles = Some(Arc::from(principal.user.roles.as_slice()));
-            self.session = Some(principal.session_id.clone());
-            self.work_hours = principal
-                .user
-                .claims
-                .get("work_hours")
-                .map(|hours| Text::from(hours.as_str()));
+            let texts = principal.user.identity_texts();
+            self.user = Some(Arc::clone(&texts.name));
+            self.roles = Some(Arc::clone(&texts.roles));
+            self.session = Some(Arc::clone(&principal.audit_session));
+            self.work_hours = texts.work_hours.clone();
         }
     }
 

@@ -161,6 +161,7 @@ mod tests {
                 ..User::default()
             }),
             session_id: session_id.into(),
+            audit_session: crate::audit::record::session_hash(session_id),
             auth_time: 1_000,
             amr: Arc::from(["pwd".to_string(), "otp".to_string()]),
             expires_at: 10_000,

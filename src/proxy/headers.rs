@@ -46,8 +46,18 @@ const FORWARDING: [&str; 5] = [
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let keep_upgrade = keep_upgrade && headers.contains_key(header::UPGRADE);
     let hop = HopByHop::of(headers, keep_upgrade);
-    for name in names_where(headers, |name| hop.drops(name)) {
-        headers.remove(&name);
+    // The fixed names are removed by lookup; the map is scanned only for names that a
+    // `Connection` header listed (rare), instead of comparing every header with every name.
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if !keep_upgrade {
+        headers.remove(header::UPGRADE);
+    }
+    if !hop.listed.is_empty() {
+        for name in names_where(headers, |name| hop.drops(name)) {
+            headers.remove(&name);
+        }
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -188,11 +198,12 @@ pub fn set_identity(headers: &mut HeaderMap, principal: &crate::authn::Principal
             headers.insert(header::COOKIE, cookie);
         }
     }
-    if let Ok(user) = HeaderValue::from_str(&principal.user.name) {
-        headers.insert(X_WARDGATE_USER, user);
+    let texts = principal.user.identity_texts();
+    if let Some(user) = &texts.user_header {
+        headers.insert(X_WARDGATE_USER, user.clone());
     }
-    if let Ok(roles) = HeaderValue::from_str(&principal.user.roles.join(",")) {
-        headers.insert(X_WARDGATE_ROLES, roles);
+    if let Some(roles) = &texts.roles_header {
+        headers.insert(X_WARDGATE_ROLES, roles.clone());
     }
 }
 
@@ -215,6 +226,26 @@ mod tests {
         assert_eq!(
             headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
             vec!["x-kept"]
+        );
+
+        // No `Connection` header: the fixed names still go, by lookup.
+        let mut plain = HeaderMap::new();
+        for name in ["keep-alive", "proxy-connection", "te", "trailer", "upgrade"] {
+            plain.insert(name, HeaderValue::from_static("1"));
+        }
+        plain.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        plain.insert(
+            header::PROXY_AUTHENTICATE,
+            HeaderValue::from_static("Basic"),
+        );
+        plain.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        remove_hop_by_hop(&mut plain, false);
+        assert_eq!(
+            plain.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            vec!["content-type"]
         );
     }
 

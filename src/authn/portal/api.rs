@@ -174,7 +174,7 @@ pub(super) async fn break_glass(
     let mut record = crate::audit::AuditRecord::new("break_glass");
     record.user = Some(principal.user.name.as_str().into());
     record.roles = Some(principal.user.roles.as_slice().into());
-    record.session = Some(crate::audit::record::session_hash(&principal.session_id));
+    record.session = Some(std::sync::Arc::clone(&principal.audit_session));
     record.src_ip = Some(std::sync::Arc::clone(&ctx.conn.peer_ip));
     record.route = Some(input.route.as_str().into());
     record.break_glass = Some(reason.into());
