@@ -110,7 +110,22 @@ async fn phi_accesses_and_security_events_are_recorded_and_the_chain_verifies() 
     assert_eq!(access[0]["patient_id"], "7");
     assert_eq!(access[0]["route"], "patient-records");
     assert_eq!(access[0]["path"], "/patients/7/records");
-    assert_eq!(access[0]["session"].as_str().map(str::len), Some(32));
+    // The session is named by the first half of the SHA-256 of its id (the token's `sid`),
+    // never by the id itself.
+    let payload = token.split('.').nth(1).expect("JWT payload");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .expect("base64"),
+    )
+    .expect("claims");
+    let sid = claims["sid"].as_str().expect("sid");
+    let named = wardgate::audit::record::session_hash(sid);
+    assert_eq!(access[0]["session"].as_str(), Some(&*named));
+    assert_eq!(access[1]["session"].as_str(), Some(&*named));
+    assert!(
+        !all.iter().any(|r| r.to_string().contains(sid)),
+        "a session id reached the audit trail"
+    );
     assert!(
         access[0].get("status").is_none(),
         "admission happens before forwarding"
