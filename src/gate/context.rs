@@ -70,8 +70,14 @@ impl RequestCtx {
         let id = uuid::Uuid::new_v4();
         let mut buffer = uuid::Uuid::encode_buffer();
         let text = id.hyphenated().encode_lower(&mut buffer);
+        let mut request_id = HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("-"));
+        // Unique to this request, so HTTP/2 should send it as a never-indexed literal: indexed,
+        // every response would insert it into the connection's HPACK table, evicting the
+        // security headers that repeat and lengthening each lookup of the name. (HTTP/1 and
+        // the logs are unaffected: they read the value, not the flag.)
+        request_id.set_sensitive(true);
         RequestCtx {
-            request_id: HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("-")),
+            request_id,
             conn,
             started: Instant::now(),
             route: None,
