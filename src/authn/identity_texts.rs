@@ -43,6 +43,13 @@ impl IdentityTexts {
     }
 }
 
+impl User {
+    /// The texts each request of this account copies, made on first use and then shared.
+    pub fn identity_texts(&self) -> &Arc<IdentityTexts> {
+        self.identity_cache.get(self)
+    }
+}
+
 /// The lazily made [`IdentityTexts`] of one account. Not part of the account's data: it is
 /// never (de)serialized, every cache compares equal, and a clone starts empty (the clone is
 /// about to be edited).
@@ -51,7 +58,7 @@ pub struct IdentityCache(OnceLock<Arc<IdentityTexts>>);
 
 impl IdentityCache {
     /// The texts of `user` (the account this cache belongs to), made on first use.
-    pub(super) fn get(&self, user: &User) -> &Arc<IdentityTexts> {
+    fn get(&self, user: &User) -> &Arc<IdentityTexts> {
         self.0.get_or_init(|| Arc::new(IdentityTexts::of(user)))
     }
 }

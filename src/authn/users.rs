@@ -57,13 +57,6 @@ pub struct User {
     pub identity_cache: super::identity_texts::IdentityCache,
 }
 
-impl User {
-    /// The texts each request of this account copies, made once (see `identity_texts`).
-    pub fn identity_texts(&self) -> &Arc<super::identity_texts::IdentityTexts> {
-        self.identity_cache.get(self)
-    }
-}
-
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UsersFile {
