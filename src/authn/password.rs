@@ -2,9 +2,11 @@
 //!
 //! Hashing is deliberately slow (at least OWASP's m=19 MiB, t=2, p=1), so it runs on a few
 //! dedicated hashing threads (`max_concurrent_hashes`): a storm of logins queues for them
-//! instead of occupying the threads that move proxied traffic. Those threads also run at a
-//! lower CPU priority (nice +10): when the cores are busy, clinical traffic goes first and
-//! sign-ins wait a little longer, rather than both slowing down alike.
+//! instead of occupying the threads that move proxied traffic. Those threads also run at the
+//! lowest CPU priority (nice 19): when the cores are busy, clinical traffic goes first and
+//! sign-ins wait longer, rather than both slowing down alike. (Measured with
+//! `benches/load/run`'s login storm, five runs each way: nice +10 raised proxied p99 by a
+//! median 2.14x, nice 19 by 1.87x, while completing about a quarter fewer logins in the storm.)
 
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -111,7 +113,7 @@ pub fn verify_blocking(password: &str, phc: &str) -> bool {
 type HashJob = Box<dyn FnOnce() + Send>;
 
 /// How much lower than the rest of the process the hashing threads run (nice value).
-const HASHING_NICENESS: i32 = 10;
+const HASHING_NICENESS: i32 = 19;
 
 /// Hashing and verification on `slots` dedicated low-priority threads.
 #[derive(Debug, Clone)]
@@ -225,7 +227,9 @@ mod tests {
             .collect();
         assert!(hashing.len() >= 2, "{hashing:?}");
         assert!(
-            hashing.iter().all(|nice| *nice >= (own + 1).min(19)),
+            hashing
+                .iter()
+                .all(|nice| *nice == (own + HASHING_NICENESS).min(19)),
             "own {own}, hashing threads {hashing:?}"
         );
     }
