@@ -172,8 +172,8 @@ pub fn request_record(
         record.host = Some(Arc::clone(host));
         record.path = Some(Arc::clone(path));
     } else if let Some(target) = target {
-        record.host = Some(Text::from(target.host.as_str()));
-        record.path = Some(Text::from(target.path.as_str()));
+        record.host = Some(Arc::clone(&target.host));
+        record.path = Some(Arc::clone(&target.path));
     }
     record.route = ctx.route.as_ref().map(|r| Arc::clone(&r.name));
     record.patient_id = ctx.patient_id.clone();

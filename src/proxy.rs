@@ -109,7 +109,7 @@ pub async fn forward(
         let chosen = pool
             .pick()
             .ok_or_else(|| GateError::UpstreamUnreachable("empty pool".into()))?;
-        ctx.upstream = Some(chosen.label.clone());
+        ctx.upstream = Some(std::sync::Arc::clone(&chosen.label));
         let uri = chosen
             .uri_for(target.path_and_query())
             .map_err(|_| GateError::BadRequest("target cannot be forwarded"))?;
@@ -211,7 +211,7 @@ fn live_opened(
         user: principal.user.name.clone(),
         route: permit.route().name.to_string(),
         method: method.clone(),
-        host: target.host.clone(),
+        host: target.host.to_string(),
         path: target.path.to_string(),
         conn: std::sync::Arc::clone(&ctx.conn),
         kind: if websocket {

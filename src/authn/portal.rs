@@ -44,11 +44,11 @@ pub async fn handle(
     let method = req.method().clone();
     let origin = crate::authn::request_origin(req.headers(), &app.config.listen.public_url);
     // The back-channel logout is a server-to-server POST proven by its signed logout token.
-    let backchannel = target.path == "/.wardgate/oidc/backchannel-logout";
+    let backchannel = &*target.path == "/.wardgate/oidc/backchannel-logout";
     if method == Method::POST && origin == crate::authn::RequestOrigin::Foreign && !backchannel {
         return Err(GateError::Forbidden("cross-origin POST to the portal"));
     }
-    let mut response = match (method, target.path.as_str()) {
+    let mut response = match (method, &*target.path) {
         (Method::GET, "/.wardgate" | "/.wardgate/") => pages::home(app, &req).await,
         (Method::GET, "/.wardgate/login") => {
             Ok(pages::login_form(app, target, None, StatusCode::OK))

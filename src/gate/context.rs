@@ -43,7 +43,7 @@ pub struct RequestCtx {
     /// The matched route, once routing has run.
     pub route: Option<Arc<RouteConfig>>,
     /// The upstream target used, once forwarding has picked one.
-    pub upstream: Option<String>,
+    pub upstream: Option<Text>,
     /// For a browser navigation (GET/HEAD, `Accept: text/html`, no `Authorization`): where to
     /// send it to sign in, with a same-origin return path. `None` for API clients.
     pub login_redirect: Option<HeaderValue>,
@@ -114,10 +114,7 @@ impl RequestCtx {
             .find(|(name, _)| &**name == "patient_id")
             .map(|(_, value)| Arc::clone(value));
         if matched.route.phi {
-            self.phi_target = Some((
-                Text::from(target.host.as_str()),
-                Text::from(target.path.as_str()),
-            ));
+            self.phi_target = Some((Arc::clone(&target.host), Arc::clone(&target.path)));
         }
     }
 

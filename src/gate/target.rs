@@ -9,16 +9,17 @@ use http::Request;
 
 use super::error::GateError;
 use super::normalize::normalize;
+use crate::audit::record::Text;
 
 /// Host and canonical path of one request.
 #[derive(Debug, Clone)]
 pub struct RequestTarget {
     /// Host as sent, with port if any (forwarded as `Host` and `X-Forwarded-Host`).
     pub authority: String,
-    /// Lower-case host without port, used for route matching.
-    pub host: String,
-    /// Canonical path (see `normalize`): matched and forwarded.
-    pub path: String,
+    /// Lower-case host without port, used for route matching (shared with audit records).
+    pub host: Text,
+    /// Canonical path (see `normalize`): matched and forwarded (shared with audit records).
+    pub path: Text,
     /// Query string as sent, without `?`.
     pub query: Option<String>,
 }
@@ -61,7 +62,7 @@ impl RequestTarget {
             return Err(GateError::BadRequest("userinfo in authority"));
         }
         let host = host_without_port(authority)?;
-        let path = normalize(req.uri().path())?.into_owned();
+        let path = Text::from(&*normalize(req.uri().path())?);
         Ok(RequestTarget {
             authority: authority.to_string(),
             host,
@@ -74,12 +75,12 @@ impl RequestTarget {
     pub fn path_and_query(&self) -> String {
         match &self.query {
             Some(query) => format!("{}?{}", self.path, query),
-            None => self.path.clone(),
+            None => self.path.to_string(),
         }
     }
 }
 
-fn host_without_port(authority: &str) -> Result<String, GateError> {
+fn host_without_port(authority: &str) -> Result<Text, GateError> {
     let host = if authority.starts_with('[') {
         let end = authority
             .find(']')
@@ -95,7 +96,13 @@ fn host_without_port(authority: &str) -> Result<String, GateError> {
     if !valid {
         return Err(GateError::BadRequest("invalid host"));
     }
-    Ok(host.trim_end_matches('.').to_ascii_lowercase())
+    let host = host.trim_end_matches('.');
+    // Most clients send the host in lower case already: then it is copied once, not twice.
+    Ok(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Text::from(host.to_ascii_lowercase())
+    } else {
+        Text::from(host)
+    })
 }
 
 #[cfg(test)]
@@ -114,12 +121,21 @@ mod tests {
     fn host_comes_from_one_unambiguous_place() {
         let ok = target("/a", &["Portal.Example.org:8443"]).expect("ok");
         assert_eq!(
-            (ok.host.as_str(), ok.authority.as_str()),
+            (&*ok.host, ok.authority.as_str()),
             ("portal.example.org", "Portal.Example.org:8443")
         );
-        assert_eq!(target("https://a.org/x", &[]).expect("abs").host, "a.org");
-        assert_eq!(target("/a", &["[::1]:8443"]).expect("v6").host, "[::1]");
-        assert_eq!(target("/a", &["a.org."]).expect("dot").host, "a.org");
+        assert_eq!(
+            target("https://a.org/x", &[]).expect("abs").host.as_ref(),
+            "a.org"
+        );
+        assert_eq!(
+            target("/a", &["[::1]:8443"]).expect("v6").host.as_ref(),
+            "[::1]"
+        );
+        assert_eq!(
+            target("/a", &["a.org."]).expect("dot").host.as_ref(),
+            "a.org"
+        );
         assert!(target("/a", &[]).is_err());
         assert!(target("/a", &["a.org", "b.org"]).is_err());
         assert!(target("https://a.org/x", &["b.org"]).is_err());

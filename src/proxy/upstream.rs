@@ -19,7 +19,7 @@ pub struct Target {
     /// `scheme://host:port`.
     pub base: Uri,
     /// Label for logs and metrics (`host:port`).
-    pub label: String,
+    pub label: crate::audit::record::Text,
     healthy: AtomicBool,
     ejected_until_ms: AtomicU64,
 }
@@ -105,7 +105,7 @@ impl UpstreamPool {
             .iter()
             .map(|uri| Target {
                 base: uri.clone(),
-                label: uri.authority().map(|a| a.to_string()).unwrap_or_default(),
+                label: uri.authority().map_or("", |a| a.as_str()).into(),
                 healthy: AtomicBool::new(true),
                 ejected_until_ms: AtomicU64::new(0),
             })

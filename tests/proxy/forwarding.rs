@@ -30,10 +30,11 @@ async fn get_is_forwarded_over_h2_and_http1_with_request_id_and_forwarding_heade
         assert_eq!(seen.headers["x-wardgate-request-id"], request_id.as_str());
         assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
         assert_eq!(seen.headers["x-forwarded-proto"], "https");
-        assert_eq!(
-            seen.headers["x-forwarded-host"],
-            format!("127.0.0.1:{}", proxy.public.port()).as_str()
-        );
+        let authority = format!("127.0.0.1:{}", proxy.public.port());
+        assert_eq!(seen.headers["x-forwarded-host"], authority.as_str());
+        // Host is the authority the client addressed (HTTP/1: its `Host`, reused; h2: the
+        // `:authority`), not the backend's address.
+        assert_eq!(seen.headers["host"], authority.as_str());
     }
 }
 
