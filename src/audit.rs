@@ -177,10 +177,12 @@ pub fn request_record(
     }
     record.route = ctx.route.as_ref().map(|r| Arc::clone(&r.name));
     record.patient_id = ctx.patient_id.clone();
-    record.user = ctx.user.clone();
-    record.roles = ctx.roles.clone();
+    if let Some(caller) = &ctx.caller {
+        record.user = Some(Arc::clone(&caller.name));
+        record.roles = Some(Arc::clone(&caller.roles));
+        record.work_hours = caller.work_hours.clone();
+    }
     record.session = ctx.session.clone();
-    record.work_hours = ctx.work_hours.clone();
     record
 }
 

@@ -150,16 +150,9 @@ pub fn line_hash(line: &[u8]) -> String {
 }
 
 /// What the audit trail keeps of a session id: the first 32 hex digits of its SHA-256.
+/// Computed once per verified token (`authn::token::VerifiedSession`), not per request.
 pub fn session_hash(session_id: &str) -> Text {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(session_id.as_bytes());
-    // Written on the stack: the `Text` is then the only allocation (once per request).
-    let mut digits = [0u8; 32];
-    for (pair, byte) in digits.chunks_exact_mut(2).zip(&digest[..16]) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0xf)];
-    }
-    Text::from(std::str::from_utf8(&digits).unwrap_or_default())
+    Text::from(hex(&Sha256::digest(session_id.as_bytes())[..16]))
 }
 
 /// `prev` of the first record ever.

@@ -8,6 +8,7 @@ use std::time::Instant;
 use http::HeaderValue;
 
 use crate::audit::record::Text;
+use crate::authn::identity_texts::IdentityTexts;
 use crate::config::RouteConfig;
 
 /// Verified client-certificate identity (mTLS), for service callers and devices.
@@ -27,6 +28,9 @@ pub struct ConnInfo {
     /// The peer's address as text (an IPv4-mapped IPv6 address shown as IPv4), formatted once
     /// per connection for the audit records and `X-Forwarded-For` of its requests.
     pub peer_ip: Text,
+    /// `peer_ip` as a header value: the `X-Forwarded-For` of every request on the connection
+    /// from an untrusted peer, made once.
+    pub forwarded_for: Option<HeaderValue>,
     /// Present when the client sent a certificate that verified against `client_ca`.
     pub client_identity: Option<Arc<ClientIdentity>>,
 }
@@ -47,14 +51,11 @@ pub struct RequestCtx {
     /// For a browser navigation (GET/HEAD, `Accept: text/html`, no `Authorization`): where to
     /// send it to sign in, with a same-origin return path. `None` for API clients.
     pub login_redirect: Option<HeaderValue>,
-    /// The signed-in user, once authentication has run (for logs and audit).
-    pub user: Option<Text>,
-    /// The signed-in user's roles.
-    pub roles: Option<Arc<[String]>>,
+    /// The signed-in user's name, roles and `work_hours` claim, once authentication has run
+    /// (for the audit records).
+    pub caller: Option<Arc<IdentityTexts>>,
     /// The session as the audit trail names it (a hash: the id itself is never written).
     pub session: Option<Text>,
-    /// The user's `work_hours` claim, for the out-of-hours detection rule.
-    pub work_hours: Option<Text>,
     /// The `{patient_id}` the route captured, if any.
     pub patient_id: Option<Text>,
     /// Host and canonical path of a request on a PHI route, for its audit records (allowed or
@@ -83,10 +84,8 @@ impl RequestCtx {
             route: None,
             upstream: None,
             login_redirect: None,
-            user: None,
-            roles: None,
+            caller: None,
             session: None,
-            work_hours: None,
             patient_id: None,
             phi_target: None,
             browser: false,
@@ -121,11 +120,8 @@ impl RequestCtx {
     /// Records the authenticated user for the request log.
     pub fn note_caller(&mut self, caller: &crate::authn::Caller) {
         if let crate::authn::Caller::User(principal, _) = caller {
-            let texts = principal.user.identity_texts();
-            self.user = Some(Arc::clone(&texts.name));
-            self.roles = Some(Arc::clone(&texts.roles));
+            self.caller = Some(Arc::clone(principal.user.identity_texts()));
             self.session = Some(Arc::clone(&principal.audit_session));
-            self.work_hours = texts.work_hours.clone();
         }
     }
 
@@ -146,6 +142,7 @@ impl ConnInfo {
         };
         ConnInfo {
             peer,
+            forwarded_for: HeaderValue::from_str(&ip).ok(),
             peer_ip: Text::from(ip),
             client_identity,
         }

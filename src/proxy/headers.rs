@@ -122,10 +122,10 @@ pub fn prepare_request(
         .get(X_FORWARDED_FOR)
         .filter(|_| trusted && !hop.drops(&X_FORWARDED_FOR))
         .and_then(|v| v.to_str().ok());
-    // The common case (no trusted chain) is the peer alone: no string built in between.
+    // The common case (no trusted chain) is the peer alone, made once per connection.
     let forwarded_for = match chain {
-        Some(chain) => HeaderValue::from_str(&format!("{chain}, {}", ctx.conn.peer_ip)),
-        None => HeaderValue::from_str(&ctx.conn.peer_ip),
+        Some(chain) => HeaderValue::from_str(&format!("{chain}, {}", ctx.conn.peer_ip)).ok(),
+        None => ctx.conn.forwarded_for.clone(),
     };
     let removed = names_where(headers, |name| {
         let name_str = name.as_str();
@@ -151,7 +151,7 @@ pub fn prepare_request(
         Some(sent) if sent.as_bytes() == target.authority.as_bytes() => Some(sent.clone()),
         _ => HeaderValue::from_str(&target.authority).ok(),
     };
-    if let Ok(forwarded_for) = forwarded_for {
+    if let Some(forwarded_for) = forwarded_for {
         headers.insert(X_FORWARDED_FOR, forwarded_for);
     }
     if !trusted || !headers.contains_key(X_FORWARDED_PROTO) {

@@ -6,10 +6,9 @@
 //! Each connection holds one permit of the connection cap (more are closed at accept), must
 //! finish its TLS handshake in time, and is served by hyper-util's auto builder with a
 //! header-read deadline for HTTP/1 (slowloris; `activity.rs`), a header size cap and HTTP/2
-//! stream limits. One timer per
-//! connection, set for when it would have been idle for `keepalive_timeout` (and set again
-//! whenever it turns out to have been busy), closes idle keep-alive connections; the shutdown
-//! signal starts a graceful close. The timer wakes a connection about once per
+//! stream limits. One timer per connection, set for when it would have been idle for
+//! `keepalive_timeout` (and set again whenever it turns out to have been busy), closes idle
+//! keep-alive connections; the shutdown signal starts a graceful close. The timer wakes a connection about once per
 //! `keepalive_timeout`, not every second: 10,000 idle connections cost no steady wake-ups.
 
 use std::net::SocketAddr;

@@ -97,12 +97,17 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     assert!(tokio::net::TcpStream::connect(proxy.public).await.is_err());
 }
 
+/// A proxy in front of `backend` that allows a request head one second.
+fn with_one_second_header_timeout(backend: &Backend) -> Wardgate {
+    let toml = config(backend.addr, "")
+        .replace("[log]", "[limits]\nheader_read_timeout = \"1s\"\n\n[log]");
+    Wardgate::start(&toml)
+}
+
 #[tokio::test]
 async fn slowloris_connection_is_cut_after_the_header_read_timeout() {
     let backend = Backend::start().await;
-    let toml = config(backend.addr, "")
-        .replace("[log]", "[limits]\nheader_read_timeout = \"1s\"\n\n[log]");
-    let proxy = Wardgate::start(&toml);
+    let proxy = with_one_second_header_timeout(&backend);
     let mut stream = raw::connect(
         proxy.public,
         raw::client_config(&proxy.dev_cert(), &[b"http/1.1"]),
@@ -174,9 +179,7 @@ async fn idle_keepalive_connection_is_closed() {
 #[tokio::test]
 async fn keepalive_outlives_the_header_read_timeout_but_a_silent_connection_does_not() {
     let backend = Backend::start().await;
-    let toml = config(backend.addr, "")
-        .replace("[log]", "[limits]\nheader_read_timeout = \"1s\"\n\n[log]");
-    let proxy = Wardgate::start(&toml);
+    let proxy = with_one_second_header_timeout(&backend);
     let tls = raw::client_config(&proxy.dev_cert(), &[b"http/1.1"]);
     let mut kept = raw::connect(proxy.public, tls.clone()).await.expect("tls");
     let mut silent = raw::connect(proxy.public, tls).await.expect("tls");
