@@ -25,6 +25,7 @@ use crate::state::StateStore;
 pub mod activity;
 pub mod certs;
 pub mod listener;
+pub mod park;
 pub mod redirect;
 pub mod tls;
 pub mod workers;

@@ -26,6 +26,8 @@ pub struct Activity {
     in_flight: AtomicUsize,
     last_ms: AtomicU64,
     upgraded: AtomicBool,
+    /// Set while an idle HTTP/1 connection is being parked (`park.rs`).
+    parking: AtomicBool,
 }
 
 impl Activity {
@@ -37,6 +39,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
             upgraded: AtomicBool::new(false),
+            parking: AtomicBool::new(false),
         }
     }
 
@@ -60,6 +63,23 @@ impl Activity {
     /// The connection now carries another protocol (WebSocket): no more request heads.
     pub fn upgraded(&self) {
         self.upgraded.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection may be parked: it has served a request (before the first, the
+    /// header-read deadline runs, which a parked connection would not enforce) and carries
+    /// no other protocol.
+    pub fn may_park(&self) -> bool {
+        self.begun.load(Ordering::Relaxed) > 0 && !self.upgraded.load(Ordering::Relaxed)
+    }
+
+    /// Marks the connection as being parked (or no longer).
+    pub fn set_parking(&self, parking: bool) {
+        self.parking.store(parking, Ordering::Relaxed);
+    }
+
+    /// Whether the connection is being parked: hyper's shutdown must leave the stream open.
+    pub fn is_parking(&self) -> bool {
+        self.parking.load(Ordering::Relaxed)
     }
 
     /// How long the connection has had no request in flight.
@@ -114,6 +134,16 @@ impl<S> HeadDeadline<S> {
             activity,
             deadline,
         }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped stream, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
     }
 }
 

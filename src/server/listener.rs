@@ -4,25 +4,31 @@
 //! thread (`workers.rs`) and lives there until it closes.
 //!
 //! Each connection holds one permit of the connection cap (more are closed at accept), must
-//! finish its TLS handshake in time, and is served by hyper-util's auto builder with a
-//! header-read deadline for HTTP/1 (slowloris; `activity.rs`), a header size cap and HTTP/2
-//! stream limits. One timer per connection, set for when it would have been idle for
-//! `keepalive_timeout` (and set again whenever it turns out to have been busy), closes idle
-//! keep-alive connections; the shutdown signal starts a graceful close. The timer wakes a connection about once per
-//! `keepalive_timeout`, not every second: 10,000 idle connections cost no steady wake-ups.
+//! finish its TLS handshake in time, and is served by hyper's HTTP/1 or HTTP/2 server (as
+//! ALPN chose) with a header-read deadline for HTTP/1 (slowloris; `activity.rs`), a header
+//! size cap and HTTP/2 stream limits. One timer per connection, set for when it would have
+//! been idle long enough (and set again whenever it turns out to have been busy), parks idle
+//! HTTP/1 connections after a second (`park.rs`) and closes keep-alive connections idle for
+//! `keepalive_timeout`; the shutdown signal starts a graceful close. A busy connection's timer
+//! fires about once a second; a parked one waits on its socket and wakes again only at
+//! `keepalive_timeout`: 10,000 idle connections cost no steady wake-ups.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::activity::{Activity, HeadDeadline};
+use super::park::{serve_http1, Parkable};
 use super::workers::Workers;
 use super::{tls, Shared};
 use crate::config::Limits;
@@ -82,23 +88,25 @@ async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let limits = shared.app.load().config.limits.clone();
     let _ = stream.set_nodelay(true);
     let acceptor = TlsAcceptor::from(shared.tls.load_full());
-    let tls_stream =
-        match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls_stream)) => tls_stream,
-            Ok(Err(err)) => {
-                tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
-                return;
-            }
-        };
+    // Boxed, the handshake and the TLS session (rustls keeps about 2 KiB of state inline) take
+    // no room in the connection's task, which a parked connection keeps small (`park.rs`).
+    let handshake = Box::pin(acceptor.accept(stream));
+    let tls_stream = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+        Ok(Ok(tls_stream)) => Box::new(tls_stream),
+        Ok(Err(err)) => {
+            tracing::debug!(%peer, error = %err, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
     let client_identity = tls_stream
         .get_ref()
         .1
@@ -111,8 +119,6 @@ async fn serve(
     // HTTP/2 has no request heads to wait for between requests; its streams have their own
     // limits. Everything else is HTTP/1 (ALPN `http/1.1`, or none).
     let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-    let head_limit = (!h2).then_some(limits.header_read_timeout);
-    let stream = HeadDeadline::new(tls_stream, Arc::clone(&activity), head_limit);
     let service = {
         let activity = Arc::clone(&activity);
         service_fn(move |req| {
@@ -123,9 +129,8 @@ async fn serve(
             // Boxed: hyper keeps room for one request future per connection for as long as
             // the connection lives, and the gate's future is about 6 KB. Boxed, an idle
             // keep-alive connection holds a pointer instead.
-            let request = Box::pin(gate::handle(app, conn, req));
-            async move {
-                let response = request.await;
+            Box::pin(async move {
+                let response = gate::handle(app, conn, req).await;
                 if response
                     .as_ref()
                     .is_ok_and(|r| r.status() == http::StatusCode::SWITCHING_PROTOCOLS)
@@ -134,14 +139,66 @@ async fn serve(
                 }
                 activity.end();
                 response
-            }
+            })
         })
     };
-    let builder = http_builder(&limits);
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::pin!(connection);
     let keepalive = limits.keepalive_timeout;
-    let idle_deadline = tokio::time::sleep(keepalive);
+    // The protocol is settled by ALPN, so each connection holds only its own protocol's state:
+    // hyper-util's auto builder keeps room for both (an HTTP/2 connection's state inline in
+    // every HTTP/1 connection) and sniffs the first bytes of every connection. Without ALPN,
+    // HTTP/1.1 (RFC 9113 §3.2: HTTP/2 over TLS is negotiated by ALPN).
+    if h2 {
+        let connection = http2_builder(&limits).serve_connection(TokioIo::new(tls_stream), service);
+        let mut connection = Box::pin(connection);
+        let graceful = |c: Pin<&mut _>| http2::Connection::graceful_shutdown(c);
+        let mut shutdown = shutdown;
+        drive(
+            connection.as_mut(),
+            graceful,
+            &activity,
+            keepalive,
+            None,
+            &mut shutdown,
+            peer,
+        )
+        .await;
+    } else {
+        let stream = Parkable::new(tls_stream, Arc::clone(&activity));
+        let limit = Some(limits.header_read_timeout);
+        let io = TokioIo::new(HeadDeadline::new(stream, Arc::clone(&activity), limit));
+        let builder = http1_builder(&limits);
+        serve_http1(io, service, builder, &activity, keepalive, shutdown, peer).await;
+    }
+}
+
+/// How [`drive`] left a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The connection is over (closed by either side, or failed).
+    Closed,
+    /// hyper let go of an idle connection whose stream stays open (`park.rs`).
+    Parked,
+}
+
+/// Runs `connection` to its end: closed by the client, gracefully at shutdown, or gracefully
+/// once it has been idle for `keepalive` (`graceful_shutdown` asks it to finish what is in
+/// flight and close). With `park_after`, a connection idle that long is parked instead, if
+/// hyper can let go of it at once (`park.rs`).
+pub async fn drive<C, G>(
+    mut connection: Pin<&mut C>,
+    graceful_shutdown: G,
+    activity: &Activity,
+    keepalive: Duration,
+    park_after: Option<Duration>,
+    shutdown: &mut watch::Receiver<bool>,
+    peer: SocketAddr,
+) -> Ended
+where
+    C: Future<Output = hyper::Result<()>>,
+    G: Fn(Pin<&mut C>),
+{
+    let first_check = park_after.map_or(keepalive, |park| park.min(keepalive));
+    let idle_deadline = tokio::time::sleep(first_check);
     tokio::pin!(idle_deadline);
     let mut closing = false;
     loop {
@@ -150,34 +207,52 @@ async fn serve(
                 if let Err(err) = result {
                     tracing::debug!(%peer, error = %err, "connection ended with error");
                 }
-                break;
+                return Ended::Closed;
             }
             _ = shutdown.changed(), if !closing => {
-                connection.as_mut().graceful_shutdown();
+                graceful_shutdown(connection.as_mut());
                 closing = true;
             }
             _ = &mut idle_deadline, if !closing => {
                 let idle = activity.idle_for();
                 if idle >= keepalive {
                     tracing::debug!(%peer, "closing idle keep-alive connection");
-                    connection.as_mut().graceful_shutdown();
+                    graceful_shutdown(connection.as_mut());
                     closing = true;
+                } else if park_after.is_some_and(|park| idle >= park) && activity.may_park() {
+                    activity.set_parking(true);
+                    graceful_shutdown(connection.as_mut());
+                    // Idle, hyper closes in this very poll; busy (a response still being
+                    // written), it finishes first and the connection then closes for real.
+                    match std::future::poll_fn(|cx| Poll::Ready(connection.as_mut().poll(cx))).await {
+                        Poll::Ready(Ok(())) => return Ended::Parked,
+                        Poll::Ready(Err(err)) => {
+                            tracing::debug!(%peer, error = %err, "connection ended with error");
+                            return Ended::Closed;
+                        }
+                        Poll::Pending => {
+                            activity.set_parking(false);
+                            closing = true;
+                        }
+                    }
                 } else {
-                    // Busy meanwhile: check again when it could first have been idle long enough.
-                    idle_deadline
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + (keepalive - idle));
+                    // Busy meanwhile: check again when it could first have been idle long
+                    // enough to park (if it can be) or to close.
+                    let wait = match park_after {
+                        Some(park) if idle < park => park - idle,
+                        _ => keepalive - idle,
+                    };
+                    idle_deadline.as_mut().reset(tokio::time::Instant::now() + wait);
                 }
             }
         }
     }
 }
 
-/// hyper-util builder with the proxy's own protections applied.
-fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// The HTTP/1 builder with the proxy's own protections applied.
+fn http1_builder(limits: &Limits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         // `HeadDeadline` enforces `header_read_timeout`; hyper's own timer would also run on
         // idle keep-alive connections and close them long before `keepalive_timeout`.
@@ -185,7 +260,12 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .max_buf_size(limits.max_header_size.max(8192))
         .keep_alive(true);
     builder
-        .http2()
+}
+
+/// The HTTP/2 builder with the proxy's own protections applied.
+fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX))
