@@ -1,7 +1,7 @@
 //! The stack floor of the load benchmark (`benches/load/run`, target `floor`): the same
-//! crates Wardgate is built on (tokio, rustls with ring, hyper-util's auto server and
-//! Wardgate's own upstream client, mimalloc) and the same serving model (a single-threaded
-//! runtime per core, `wardgate::server::workers`), forwarding every request with no
+//! crates Wardgate is built on (tokio, rustls with ring, hyper's HTTP/1 or HTTP/2 server as
+//! ALPN chose, Wardgate's own upstream client, mimalloc) and the same serving model (a
+//! single-threaded runtime per core, `wardgate::server::workers`), forwarding every request with no
 //! authentication, no policy, no header hygiene and no audit.
 //!
 //! It is not a product and must never front real traffic. It exists so the benchmark can
@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -81,9 +81,15 @@ fn main() -> Result<(), Failure> {
                     };
                     let service =
                         service_fn(move |req| forward(client.clone(), Arc::clone(&backend), req));
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls_stream), service)
-                        .await;
+                    // As Wardgate: hyper's HTTP/1 or HTTP/2 server, as ALPN chose.
+                    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                    let io = TokioIo::new(tls_stream);
+                    if h2 {
+                        let builder = http2::Builder::new(TokioExecutor::new());
+                        let _ = builder.serve_connection(io, service).await;
+                    } else {
+                        let _ = http1::Builder::new().serve_connection(io, service).await;
+                    }
                 });
             }
         })

@@ -2,8 +2,9 @@
 //!
 //! Names are defined here once so dashboards have one place to look:
 //! `wardgate_requests_total{route,status}`, `wardgate_request_duration_seconds{route}`,
-//! `wardgate_open_connections`, `wardgate_rejected_connections_total`,
-//! `wardgate_upstream_healthy{upstream,target}`, `wardgate_open_tunnels{route}`.
+//! `wardgate_open_connections`, `wardgate_parked_connections`,
+//! `wardgate_rejected_connections_total`, `wardgate_upstream_healthy{upstream,target}`,
+//! `wardgate_open_tunnels{route}`.
 
 use std::sync::OnceLock;
 use std::time::Duration;

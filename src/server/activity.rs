@@ -28,6 +28,9 @@ pub struct Activity {
     upgraded: AtomicBool,
     /// Set while an idle HTTP/1 connection is being parked (`park.rs`).
     parking: AtomicBool,
+    /// Writes to the client so far (HTTP/1), which tell a response still streaming after the
+    /// gate answered from a connection with nothing to do.
+    writes: AtomicU64,
 }
 
 impl Activity {
@@ -40,6 +43,7 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             upgraded: AtomicBool::new(false),
             parking: AtomicBool::new(false),
+            writes: AtomicU64::new(0),
         }
     }
 
@@ -80,6 +84,18 @@ impl Activity {
     /// Whether the connection is being parked: hyper's shutdown must leave the stream open.
     pub fn is_parking(&self) -> bool {
         self.parking.load(Ordering::Relaxed)
+    }
+
+    /// Something was written to the client. Only the connection's stream calls it, so a
+    /// plain load and store suffice.
+    pub fn wrote(&self) {
+        let writes = self.writes.load(Ordering::Relaxed);
+        self.writes.store(writes.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Writes to the client so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
     }
 
     /// How long the connection has had no request in flight.

@@ -201,6 +201,7 @@ where
     let idle_deadline = tokio::time::sleep(first_check);
     tokio::pin!(idle_deadline);
     let mut closing = false;
+    let mut writes_seen = activity.writes();
     loop {
         tokio::select! {
             result = connection.as_mut() => {
@@ -215,15 +216,21 @@ where
             }
             _ = &mut idle_deadline, if !closing => {
                 let idle = activity.idle_for();
+                // Written to since the last check: a response body may still be streaming.
+                let writing = activity.writes() != writes_seen;
+                writes_seen = activity.writes();
                 if idle >= keepalive {
                     tracing::debug!(%peer, "closing idle keep-alive connection");
                     graceful_shutdown(connection.as_mut());
                     closing = true;
-                } else if park_after.is_some_and(|park| idle >= park) && activity.may_park() {
+                } else if park_after.is_some_and(|park| idle >= park)
+                    && !writing
+                    && activity.may_park()
+                {
                     activity.set_parking(true);
                     graceful_shutdown(connection.as_mut());
-                    // Idle, hyper closes in this very poll; busy (a response still being
-                    // written), it finishes first and the connection then closes for real.
+                    // Idle, hyper closes in this very poll; busy (a response the client stopped
+                    // reading), it finishes first and the connection then closes for real.
                     match std::future::poll_fn(|cx| Poll::Ready(connection.as_mut().poll(cx))).await {
                         Poll::Ready(Ok(())) => return Ended::Parked,
                         Poll::Ready(Err(err)) => {
@@ -240,6 +247,7 @@ where
                     // enough to park (if it can be) or to close.
                     let wait = match park_after {
                         Some(park) if idle < park => park - idle,
+                        Some(park) if activity.may_park() => park.min(keepalive - idle), // still writing
                         _ => keepalive - idle,
                     };
                     idle_deadline.as_mut().reset(tokio::time::Instant::now() + wait);

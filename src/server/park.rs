@@ -12,9 +12,12 @@
 //! 10,000 idle connections (`benches/load/run`): about 25 KB a connection unparked, 9.5 KB
 //! parked, most of it rustls's 4 KiB receive buffer and its session keys.
 //!
-//! A connection is parked only when hyper finishes in the very poll that asks it to: that is
-//! when it was idle. One still writing a response (a slow download) is instead let finish and
-//! then closed, as `keepalive_timeout` would have done. HTTP/2 connections are not parked:
+//! A connection counts as idle when no request is in flight and nothing was written to it
+//! since the previous check (a response body may stream long after the gate answered). It is
+//! parked only when hyper finishes in the very poll that asks it to, which is when hyper had
+//! nothing left to do; otherwise (a download stalled by a client that stopped reading) hyper
+//! finishes the response and the connection then closes, as `keepalive_timeout` would have
+//! done. HTTP/2 connections are not parked:
 //! the h2 crate keeps no such per-connection buffers to give back, and has no way to hand the
 //! stream back.
 
@@ -183,7 +186,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Parkable<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.activity.wrote();
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -191,7 +196,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Parkable<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        this.activity.wrote();
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

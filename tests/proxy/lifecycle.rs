@@ -260,6 +260,39 @@ async fn an_idle_http1_connection_is_parked_and_loses_no_byte() {
 }
 
 #[tokio::test]
+async fn a_response_streaming_past_the_parking_delay_keeps_its_connection() {
+    let backend = Backend::start().await;
+    let proxy = Wardgate::start(&config(backend.addr, ""));
+    let tls = raw::client_config(&proxy.dev_cert(), &[b"http/1.1"]);
+    let mut stream = raw::connect(proxy.public, tls).await.expect("tls");
+    // 25 lines, one every 100 ms: 2.5 s of a response body after the gate has answered.
+    stream
+        .write_all(b"GET /pub/ticks?count=25 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("write");
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while !received.ends_with(b"0\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("ticks in time")
+            .expect("read");
+        assert!(n > 0, "closed mid-response");
+        received.extend_from_slice(&buf[..n]);
+    }
+    let response = String::from_utf8_lossy(&received).to_lowercase();
+    assert!(response.contains("tick 24"), "{response}");
+    assert!(!response.contains("connection: close"), "{response}");
+    // Not taken for idle while it streamed: the connection still serves the next request.
+    stream
+        .write_all(b"GET /pub/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("write");
+    let n = stream.read(&mut buf).await.expect("response");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
 async fn plain_http_listener_only_redirects() {
     let backend = Backend::start().await;
     let toml = config(backend.addr, "").replace("addr = \"127.0.0.1:0\"\n\n[admin]", "addr = \"127.0.0.1:0\"\nredirect_http = \"127.0.0.1:0\"\npublic_url = \"https://portal.example.org\"\n\n[admin]");

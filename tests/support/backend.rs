@@ -160,6 +160,7 @@ async fn answer(
     let ms = query_number(&req, "ms");
     let bytes = query_number(&req, "bytes");
     let code = query_number(&req, "code");
+    let count = query_number(&req, "count");
     let mut body = req.into_body();
     while let Some(frame) = body.frame().await {
         match frame {
@@ -178,9 +179,10 @@ async fn answer(
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     if path.ends_with("/ticks") {
-        // A long-lived stream: one line every 100 ms for up to a minute.
-        let ticks = futures_util::stream::unfold(0u32, |n| async move {
-            if n >= 600 {
+        // A long-lived stream: one line every 100 ms, `count` lines (default 600: a minute).
+        let total = if count == 0 { 600 } else { count };
+        let ticks = futures_util::stream::unfold(0u64, move |n| async move {
+            if n >= total {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
