@@ -28,6 +28,8 @@ pub struct Activity {
     upgraded: AtomicBool,
     /// Set while an idle HTTP/1 connection is being parked (`park.rs`).
     parking: AtomicBool,
+    /// hyper began to shut the stream down for real (not as part of parking).
+    shutdown_begun: AtomicBool,
     /// Writes to the client so far (HTTP/1), which tell a response still streaming after the
     /// gate answered from a connection with nothing to do.
     writes: AtomicU64,
@@ -43,6 +45,7 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             upgraded: AtomicBool::new(false),
             parking: AtomicBool::new(false),
+            shutdown_begun: AtomicBool::new(false),
             writes: AtomicU64::new(0),
         }
     }
@@ -51,15 +54,17 @@ impl Activity {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// A request head was read and handed to the gate.
-    pub fn begin(&self) {
+    /// A request head was read and handed to the gate. The request counts as in flight until
+    /// the returned guard is dropped: with the response body once hyper has sent or dropped
+    /// all of it, or with the gate's future if the request is abandoned.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
         self.begun.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+        InFlight(Arc::clone(self))
     }
 
-    /// The gate answered a request.
-    pub fn end(&self) {
+    fn end(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.last_ms.store(self.now_ms(), Ordering::Relaxed);
     }
@@ -81,9 +86,19 @@ impl Activity {
         self.parking.store(parking, Ordering::Relaxed);
     }
 
-    /// Whether the connection is being parked: hyper's shutdown must leave the stream open.
-    pub fn is_parking(&self) -> bool {
-        self.parking.load(Ordering::Relaxed)
+    /// Whether hyper's shutdown must leave the stream open: the connection is being parked,
+    /// and hyper had not already begun a real shutdown (which is then carried on).
+    pub fn shutdown_parks(&self) -> bool {
+        if self.parking.load(Ordering::Relaxed) && !self.shutdown_begun.load(Ordering::Relaxed) {
+            return true;
+        }
+        self.shutdown_begun.store(true, Ordering::Relaxed);
+        false
+    }
+
+    /// Whether hyper began a real shutdown of the stream.
+    pub fn shutdown_begun(&self) -> bool {
+        self.shutdown_begun.load(Ordering::Relaxed)
     }
 
     /// Something was written to the client. Only the connection's stream calls it, so a
@@ -107,6 +122,52 @@ impl Activity {
             self.now_ms()
                 .saturating_sub(self.last_ms.load(Ordering::Relaxed)),
         )
+    }
+}
+
+/// One request in flight on a connection; ends it when dropped.
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// A response body that keeps its request in flight while it streams: a body still being sent
+/// long after the gate answered keeps the connection busy, neither parked nor closed as idle.
+pub struct AnsweringBody<B> {
+    body: B,
+    _in_flight: InFlight,
+}
+
+impl<B> AnsweringBody<B> {
+    /// `body`, keeping `in_flight` until it is dropped.
+    pub fn new(body: B, in_flight: InFlight) -> AnsweringBody<B> {
+        AnsweringBody {
+            body,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for AnsweringBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -225,5 +286,42 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadDeadline<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_in_flight_until_its_guard_drops() {
+        let activity = Arc::new(Activity::new());
+        assert!(!activity.may_park(), "nothing served yet");
+        let in_flight = activity.begin();
+        let body = AnsweringBody::new(http_body_util::Empty::<bytes::Bytes>::new(), in_flight);
+        assert_eq!(activity.idle_for(), Duration::ZERO);
+        drop(body);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(activity.idle_for() >= Duration::from_millis(20));
+        assert!(activity.may_park());
+        activity.upgraded();
+        assert!(
+            !activity.may_park(),
+            "an upgraded connection is never parked"
+        );
+    }
+
+    #[test]
+    fn a_shutdown_hyper_began_itself_is_carried_on_when_parking_starts() {
+        let parking_first = Activity::new();
+        parking_first.set_parking(true);
+        assert!(parking_first.shutdown_parks());
+        assert!(!parking_first.shutdown_begun());
+
+        let closing_first = Activity::new();
+        assert!(!closing_first.shutdown_parks());
+        closing_first.set_parking(true);
+        assert!(!closing_first.shutdown_parks());
+        assert!(closing_first.shutdown_begun());
     }
 }

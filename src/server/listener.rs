@@ -13,6 +13,7 @@
 //! fires about once a second; a parked one waits on its socket and wakes again only at
 //! `keepalive_timeout`: 10,000 idle connections cost no steady wake-ups.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -27,7 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use super::activity::{Activity, HeadDeadline};
+use super::activity::{Activity, AnsweringBody, HeadDeadline};
 use super::park::{serve_http1, Parkable};
 use super::workers::Workers;
 use super::{tls, Shared};
@@ -124,21 +125,17 @@ async fn serve(
         service_fn(move |req| {
             let app = shared.app.load_full();
             let conn = Arc::clone(&conn);
+            let in_flight = activity.begin();
             let activity = Arc::clone(&activity);
-            activity.begin();
             // Boxed: hyper keeps room for one request future per connection for as long as
             // the connection lives, and the gate's future is about 6 KB. Boxed, an idle
             // keep-alive connection holds a pointer instead.
             Box::pin(async move {
-                let response = gate::handle(app, conn, req).await;
-                if response
-                    .as_ref()
-                    .is_ok_and(|r| r.status() == http::StatusCode::SWITCHING_PROTOCOLS)
-                {
+                let Ok(response) = gate::handle(app, conn, req).await;
+                if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                     activity.upgraded();
                 }
-                activity.end();
-                response
+                Ok::<_, Infallible>(response.map(|body| AnsweringBody::new(body, in_flight)))
             })
         })
     };
@@ -178,6 +175,9 @@ pub enum Ended {
     Closed,
     /// hyper let go of an idle connection whose stream stays open (`park.rs`).
     Parked,
+    /// hyper finished and closed the connection while it was being parked: its shutdown of
+    /// the stream was only a flush, and the stream must still be shut down.
+    Finished,
 }
 
 /// Runs `connection` to its end: closed by the client, gracefully at shutdown, or gracefully
@@ -231,8 +231,19 @@ where
                     graceful_shutdown(connection.as_mut());
                     // Idle, hyper closes in this very poll; busy (a response the client stopped
                     // reading), it finishes first and the connection then closes for real.
+                    let writes_before = activity.writes();
                     match std::future::poll_fn(|cx| Poll::Ready(connection.as_mut().poll(cx))).await {
-                        Poll::Ready(Ok(())) => return Ended::Parked,
+                        // Idle for certain only if hyper wrote nothing and had not already
+                        // begun to close the connection itself.
+                        Poll::Ready(Ok(()))
+                            if activity.writes() == writes_before && !activity.shutdown_begun() =>
+                        {
+                            return Ended::Parked
+                        }
+                        Poll::Ready(Ok(())) => {
+                            activity.set_parking(false);
+                            return Ended::Finished;
+                        }
                         Poll::Ready(Err(err)) => {
                             tracing::debug!(%peer, error = %err, "connection ended with error");
                             return Ended::Closed;
