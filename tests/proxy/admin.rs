@@ -39,12 +39,7 @@ async fn health_readiness_and_metrics() {
             .status(),
         404
     );
-    let metrics = reqwest::get(proxy.admin_url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = proxy.metrics().await;
     assert!(
         metrics.contains("wardgate_requests_total{route=\"public\",status=\"200\"} 1"),
         "{metrics}"

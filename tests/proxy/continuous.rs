@@ -153,12 +153,7 @@ async fn a_websocket_lives_with_its_session_and_logout_elsewhere_closes_it_with_
     assert!(records[0]["session"]
         .as_str()
         .is_some_and(|s| s.len() >= 16));
-    let metrics = reqwest::get(proxy.admin_url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = proxy.metrics().await;
     assert!(
         metrics.contains("wardgate_session_closures_total{reason=\"session_ended\"} 1"),
         "{metrics}"

@@ -208,12 +208,7 @@ async fn keepalive_outlives_the_header_read_timeout_but_a_silent_connection_does
 async fn parked_connections(proxy: &Wardgate, want: u64) -> u64 {
     let mut parked = u64::MAX;
     for _ in 0..50 {
-        let metrics = reqwest::get(proxy.admin_url("/metrics"))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics body");
+        let metrics = proxy.metrics().await;
         parked = metrics
             .lines()
             .find_map(|line| line.strip_prefix("wardgate_parked_connections "))

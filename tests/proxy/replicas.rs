@@ -241,12 +241,7 @@ async fn redis_outage_fails_closed_then_recovers_without_restart() {
         503
     );
     assert!(proxy.wait_for_log("state store unavailable", Duration::from_secs(2)));
-    let metrics = reqwest::get(proxy.admin_url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = proxy.metrics().await;
     assert!(metrics.contains("wardgate_state_up 0"), "{metrics}");
 
     // Redis returns (empty: no persistence in this test): ready again, and a new login works.

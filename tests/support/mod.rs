@@ -185,6 +185,16 @@ impl Wardgate {
         format!("http://{}{}", self.admin, path)
     }
 
+    /// The Prometheus text of the admin listener's `/metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.admin_url("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// The development CA certificate (PEM) the proxy generated.
     pub fn dev_cert(&self) -> Vec<u8> {
         let dir = self.config_path.parent().expect("config dir");
