@@ -224,7 +224,7 @@ async fn parked_connections(proxy: &Wardgate, want: u64) -> u64 {
 #[tokio::test]
 async fn an_idle_http1_connection_is_parked_and_loses_no_byte() {
     let backend = Backend::start().await;
-    let proxy = Wardgate::start(&config(backend.addr, ""));
+    let mut proxy = Wardgate::start(&config(backend.addr, ""));
     let tls = raw::client_config(&proxy.dev_cert(), &[b"http/1.1"]);
     let mut stream = raw::connect(proxy.public, tls).await.expect("tls");
     let mut buf = vec![0u8; 4096];
@@ -252,6 +252,16 @@ async fn an_idle_http1_connection_is_parked_and_loses_no_byte() {
     let head = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(backend.paths().contains(&"/pub/second-half".to_string()));
+
+    // Shutdown closes a parked connection at once: no drain waits for it.
+    assert_eq!(parked_connections(&proxy, 1).await, 1);
+    proxy.signal("TERM");
+    let closed = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "parked connection still open"
+    );
+    assert_eq!(proxy.wait_exit(Duration::from_secs(5)), Some(0));
 }
 
 #[tokio::test]
