@@ -265,6 +265,33 @@ async fn an_idle_http1_connection_is_parked_and_loses_no_byte() {
 }
 
 #[tokio::test]
+async fn a_parked_connection_can_still_become_a_websocket() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let backend = Backend::start().await;
+    let proxy = Wardgate::start(&config(backend.addr, ""));
+    let tls = raw::client_config(&proxy.dev_cert(), &[b"http/1.1"]);
+    let mut stream = raw::connect(proxy.public, tls).await.expect("tls");
+    stream
+        .write_all(b"GET /pub/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = stream.read(&mut buf).await.expect("response");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert_eq!(parked_connections(&proxy, 1).await, 1);
+
+    // The upgrade arrives on the woken connection, served by a new hyper connection.
+    let url = format!("wss://127.0.0.1:{}/ws", proxy.public.port());
+    let request = url.into_client_request().expect("request");
+    let (mut socket, response) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("websocket handshake");
+    assert_eq!(response.status(), 101);
+    crate::continuous::echo(&mut socket, "after a park").await;
+}
+
+#[tokio::test]
 async fn a_response_streaming_past_the_parking_delay_keeps_its_connection() {
     let backend = Backend::start().await;
     let proxy = Wardgate::start(&config(backend.addr, ""));
