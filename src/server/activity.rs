@@ -1,9 +1,10 @@
-//! What a client connection is doing, and the HTTP/1 header-read deadline that depends on it.
+//! What a client connection is doing, and the HTTP/1 client stream that depends on it: the
+//! header-read deadline, and the hand-over of a parked connection (`park.rs`).
 //!
 //! hyper's own `header_read_timeout` starts whenever hyper waits for a request head, which
 //! includes every idle keep-alive connection: it closed each of them `header_read_timeout`
 //! (10 s) after its last response, whatever `keepalive_timeout` said, and clients paid a new TLS
-//! handshake for it. [`HeadDeadline`] starts the clock when the first bytes of a request head
+//! handshake for it. [`Http1Stream`] starts the clock when the first bytes of a request head
 //! arrive instead (or when the connection opens, for its first request), so a slow head
 //! (slowloris) is still cut after `header_read_timeout` while an idle connection lives for
 //! `keepalive_timeout`.
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -30,8 +32,7 @@ pub struct Activity {
     parking: AtomicBool,
     /// hyper began to shut the stream down for real (not as part of parking).
     shutdown_begun: AtomicBool,
-    /// Writes to the client so far (HTTP/1), which tell a response still streaming after the
-    /// gate answered from a connection with nothing to do.
+    /// Writes to the client so far (HTTP/1): a park that saw hyper write had not found it idle.
     writes: AtomicU64,
 }
 
@@ -74,11 +75,17 @@ impl Activity {
         self.upgraded.store(true, Ordering::Relaxed);
     }
 
-    /// Whether the connection may be parked: it has served a request (before the first, the
-    /// header-read deadline runs, which a parked connection would not enforce) and carries
-    /// no other protocol.
-    pub fn may_park(&self) -> bool {
-        self.begun.load(Ordering::Relaxed) > 0 && !self.upgraded.load(Ordering::Relaxed)
+    /// Requests begun on the connection so far.
+    pub fn begun(&self) -> u64 {
+        self.begun.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection may be parked: hyper, serving it since `begun_before` requests,
+    /// has served one itself (before that, a new hyper connection counts as busy and would
+    /// close instead, and on a connection's first one the header-read deadline runs, which a
+    /// parked connection would not enforce), and it carries no other protocol.
+    pub fn may_park(&self, begun_before: u64) -> bool {
+        self.begun() > begun_before && !self.upgraded.load(Ordering::Relaxed)
     }
 
     /// Marks the connection as being parked (or no longer).
@@ -177,14 +184,19 @@ impl Default for Activity {
     }
 }
 
-/// The client stream of an HTTP/1 connection, failing its reads once a request head has taken
-/// longer than the limit to arrive.
-pub struct HeadDeadline<S> {
+/// The client stream of an HTTP/1 connection, as hyper sees it. It does three jobs:
+/// - It fails reads once a request head has taken longer than `header_read_timeout` to arrive.
+/// - While the connection is being parked (`park.rs`), it turns hyper's shutdown into a flush,
+///   so the stream stays open for the next hyper connection.
+/// - It yields first the bytes a parked hyper connection had read and not used.
+///
+/// It also counts writes, which tells a park that hyper had work left.
+pub struct Http1Stream<S> {
     inner: S,
     activity: Arc<Activity>,
-    /// `None` (HTTP/2, which has no request heads to wait for in this sense): reads pass
-    /// through untouched.
-    deadline: Option<Deadline>,
+    deadline: Deadline,
+    /// Read before anything more from `inner`.
+    unread: Bytes,
 }
 
 /// The one timer of a connection, reset for each request head rather than made anew.
@@ -198,18 +210,18 @@ struct Deadline {
     running_since: Option<u64>,
 }
 
-impl<S> HeadDeadline<S> {
-    /// Wraps `inner`, with the clock already running for the first request head.
-    pub fn new(inner: S, activity: Arc<Activity>, limit: Option<Duration>) -> HeadDeadline<S> {
-        let deadline = limit.map(|limit| Deadline {
-            limit,
-            timer: Box::pin(tokio::time::sleep(limit)),
-            running_since: Some(0),
-        });
-        HeadDeadline {
+impl<S> Http1Stream<S> {
+    /// Wraps `inner`, with the head clock (`limit`) already running for the first request.
+    pub fn new(inner: S, activity: Arc<Activity>, limit: Duration) -> Http1Stream<S> {
+        Http1Stream {
             inner,
             activity,
-            deadline,
+            deadline: Deadline {
+                limit,
+                timer: Box::pin(tokio::time::sleep(limit)),
+                running_since: Some(0),
+            },
+            unread: Bytes::new(),
         }
     }
 
@@ -218,13 +230,14 @@ impl<S> HeadDeadline<S> {
         &self.inner
     }
 
-    /// The wrapped stream, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
+    /// Bytes to be read before anything more from the stream: what a parked hyper connection
+    /// had read and not used.
+    pub fn unread(&mut self, bytes: Bytes) {
+        self.unread = bytes;
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for HeadDeadline<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for Http1Stream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -232,11 +245,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadDeadline<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let filled_before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let Some(deadline) = this.deadline.as_mut() else {
-            return polled;
+        let polled = if this.unread.is_empty() {
+            Pin::new(&mut this.inner).poll_read(cx, buf)
+        } else {
+            let count = this.unread.len().min(buf.remaining());
+            buf.put_slice(&this.unread[..count]);
+            this.unread.advance(count);
+            Poll::Ready(Ok(()))
         };
-        let activity = &this.activity;
+        let (activity, deadline) = (&this.activity, &mut this.deadline);
         let begun = activity.begun.load(Ordering::Relaxed);
         let upgraded = activity.upgraded.load(Ordering::Relaxed);
         if upgraded || deadline.running_since.is_some_and(|at| at != begun) {
@@ -259,13 +276,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadDeadline<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for HeadDeadline<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Http1Stream<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.activity.wrote();
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -273,7 +292,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadDeadline<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        this.activity.wrote();
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -285,7 +306,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadDeadline<S> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.activity.shutdown_parks() {
+            // Flushed, and left open for the next hyper connection.
+            return Pin::new(&mut this.inner).poll_flush(cx);
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -296,17 +322,18 @@ mod tests {
     #[test]
     fn a_request_is_in_flight_until_its_guard_drops() {
         let activity = Arc::new(Activity::new());
-        assert!(!activity.may_park(), "nothing served yet");
+        assert!(!activity.may_park(0), "nothing served yet");
         let in_flight = activity.begin();
         let body = AnsweringBody::new(http_body_util::Empty::<bytes::Bytes>::new(), in_flight);
         assert_eq!(activity.idle_for(), Duration::ZERO);
         drop(body);
         std::thread::sleep(Duration::from_millis(20));
         assert!(activity.idle_for() >= Duration::from_millis(20));
-        assert!(activity.may_park());
+        assert!(activity.may_park(0));
+        assert!(!activity.may_park(1), "nothing served since");
         activity.upgraded();
         assert!(
-            !activity.may_park(),
+            !activity.may_park(0),
             "an upgraded connection is never parked"
         );
     }

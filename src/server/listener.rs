@@ -28,8 +28,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use super::activity::{Activity, AnsweringBody, HeadDeadline};
-use super::park::{serve_http1, Parkable};
+use super::activity::{Activity, AnsweringBody, Http1Stream};
+use super::park::serve_http1;
 use super::workers::Workers;
 use super::{tls, Shared};
 use crate::config::Limits;
@@ -160,9 +160,8 @@ async fn serve(
         )
         .await;
     } else {
-        let stream = Parkable::new(tls_stream, Arc::clone(&activity));
-        let limit = Some(limits.header_read_timeout);
-        let io = TokioIo::new(HeadDeadline::new(stream, Arc::clone(&activity), limit));
+        let limit = limits.header_read_timeout;
+        let io = TokioIo::new(Http1Stream::new(tls_stream, Arc::clone(&activity), limit));
         let builder = http1_builder(&limits);
         serve_http1(io, service, builder, &activity, keepalive, shutdown, peer).await;
     }
@@ -201,7 +200,7 @@ where
     let idle_deadline = tokio::time::sleep(first_check);
     tokio::pin!(idle_deadline);
     let mut closing = false;
-    let mut writes_seen = activity.writes();
+    let begun_before = activity.begun();
     loop {
         tokio::select! {
             result = connection.as_mut() => {
@@ -216,23 +215,20 @@ where
             }
             _ = &mut idle_deadline, if !closing => {
                 let idle = activity.idle_for();
-                // Written to since the last check: a response body may still be streaming.
-                let writing = activity.writes() != writes_seen;
-                writes_seen = activity.writes();
                 if idle >= keepalive {
                     tracing::debug!(%peer, "closing idle keep-alive connection");
                     graceful_shutdown(connection.as_mut());
                     closing = true;
-                } else if park_after.is_some_and(|park| idle >= park)
-                    && !writing
-                    && activity.may_park()
-                {
+                } else if park_after.is_some_and(|park| idle >= park) && activity.may_park(begun_before) {
                     activity.set_parking(true);
                     graceful_shutdown(connection.as_mut());
                     // Idle, hyper closes in this very poll; busy (a response the client stopped
                     // reading), it finishes first and the connection then closes for real.
                     let writes_before = activity.writes();
-                    match std::future::poll_fn(|cx| Poll::Ready(connection.as_mut().poll(cx))).await {
+                    let polled =
+                        std::future::poll_fn(|cx| Poll::Ready(connection.as_mut().poll(cx))).await;
+                    activity.set_parking(false);
+                    match polled {
                         // Idle for certain only if hyper wrote nothing and had not already
                         // begun to close the connection itself.
                         Poll::Ready(Ok(()))
@@ -240,26 +236,20 @@ where
                         {
                             return Ended::Parked
                         }
-                        Poll::Ready(Ok(())) => {
-                            activity.set_parking(false);
-                            return Ended::Finished;
-                        }
+                        Poll::Ready(Ok(())) => return Ended::Finished,
                         Poll::Ready(Err(err)) => {
                             tracing::debug!(%peer, error = %err, "connection ended with error");
                             return Ended::Closed;
                         }
-                        Poll::Pending => {
-                            activity.set_parking(false);
-                            closing = true;
-                        }
+                        Poll::Pending => closing = true,
                     }
                 } else {
-                    // Busy meanwhile: check again when it could first have been idle long
-                    // enough to park (if it can be) or to close.
+                    // Busy meanwhile, or not yet parkable: check again when it could first
+                    // have been idle long enough to park (or a park delay later), or to close.
                     let wait = match park_after {
                         Some(park) if idle < park => park - idle,
-                        Some(park) if activity.may_park() => park.min(keepalive - idle), // still writing
-                        _ => keepalive - idle,
+                        Some(park) => park.min(keepalive - idle),
+                        None => keepalive - idle,
                     };
                     idle_deadline.as_mut().reset(tokio::time::Instant::now() + wait);
                 }
@@ -273,7 +263,7 @@ fn http1_builder(limits: &Limits) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        // `HeadDeadline` enforces `header_read_timeout`; hyper's own timer would also run on
+        // `Http1Stream` enforces `header_read_timeout`; hyper's own timer would also run on
         // idle keep-alive connections and close them long before `keepalive_timeout`.
         .header_read_timeout(None)
         .max_buf_size(limits.max_header_size.max(8192))

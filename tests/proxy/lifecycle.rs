@@ -5,6 +5,8 @@
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use crate::support::{config, raw, Backend, Wardgate};
 
@@ -221,25 +223,37 @@ async fn parked_connections(proxy: &Wardgate, want: u64) -> u64 {
     parked
 }
 
+/// An HTTP/1.1 connection to `proxy`.
+async fn http1_connection(proxy: &Wardgate) -> TlsStream<TcpStream> {
+    let tls = raw::client_config(&proxy.dev_cert(), &[b"http/1.1"]);
+    raw::connect(proxy.public, tls).await.expect("tls")
+}
+
+/// Sends `GET /pub/x` on `stream` and expects 200 (the whole small response in one read).
+async fn get_ok(stream: &mut TlsStream<TcpStream>) {
+    stream
+        .write_all(b"GET /pub/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = stream.read(&mut buf).await.expect("response");
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
 #[tokio::test]
 async fn an_idle_http1_connection_is_parked_and_loses_no_byte() {
     let backend = Backend::start().await;
     let mut proxy = Wardgate::start(&config(backend.addr, ""));
-    let tls = raw::client_config(&proxy.dev_cert(), &[b"http/1.1"]);
-    let mut stream = raw::connect(proxy.public, tls).await.expect("tls");
-    let mut buf = vec![0u8; 4096];
-    let request = b"GET /pub/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-    stream.write_all(request).await.expect("write");
-    let n = stream.read(&mut buf).await.expect("response");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut stream = http1_connection(&proxy).await;
+    get_ok(&mut stream).await;
 
     // Idle after a request: parked, and the next request on the same connection is served.
     assert_eq!(parked_connections(&proxy, 1).await, 1);
-    stream.write_all(request).await.expect("write");
-    let n = stream.read(&mut buf).await.expect("response");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    get_ok(&mut stream).await;
     assert_eq!(parked_connections(&proxy, 0).await, 0);
 
+    let mut buf = vec![0u8; 4096];
     // Half a request head, then a pause past the parking delay: the bytes hyper had read are
     // handed to the next hyper connection, so the request arrives whole.
     stream
@@ -270,15 +284,8 @@ async fn a_parked_connection_can_still_become_a_websocket() {
 
     let backend = Backend::start().await;
     let proxy = Wardgate::start(&config(backend.addr, ""));
-    let tls = raw::client_config(&proxy.dev_cert(), &[b"http/1.1"]);
-    let mut stream = raw::connect(proxy.public, tls).await.expect("tls");
-    stream
-        .write_all(b"GET /pub/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .expect("write");
-    let mut buf = vec![0u8; 4096];
-    let n = stream.read(&mut buf).await.expect("response");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut stream = http1_connection(&proxy).await;
+    get_ok(&mut stream).await;
     assert_eq!(parked_connections(&proxy, 1).await, 1);
 
     // The upgrade arrives on the woken connection, served by a new hyper connection.
@@ -295,8 +302,7 @@ async fn a_parked_connection_can_still_become_a_websocket() {
 async fn a_response_streaming_past_the_parking_delay_keeps_its_connection() {
     let backend = Backend::start().await;
     let proxy = Wardgate::start(&config(backend.addr, ""));
-    let tls = raw::client_config(&proxy.dev_cert(), &[b"http/1.1"]);
-    let mut stream = raw::connect(proxy.public, tls).await.expect("tls");
+    let mut stream = http1_connection(&proxy).await;
     // 25 lines, one every 100 ms: 2.5 s of a response body after the gate has answered.
     stream
         .write_all(b"GET /pub/ticks?count=25 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -316,12 +322,7 @@ async fn a_response_streaming_past_the_parking_delay_keeps_its_connection() {
     assert!(response.contains("tick 24"), "{response}");
     assert!(!response.contains("connection: close"), "{response}");
     // Not taken for idle while it streamed: the connection still serves the next request.
-    stream
-        .write_all(b"GET /pub/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .expect("write");
-    let n = stream.read(&mut buf).await.expect("response");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    get_ok(&mut stream).await;
 }
 
 #[tokio::test]
