@@ -153,19 +153,9 @@ async fn idle_keepalive_connection_is_closed() {
     let toml =
         config(backend.addr, "").replace("[log]", "[limits]\nkeepalive_timeout = \"1s\"\n\n[log]");
     let proxy = Wardgate::start(&toml);
-    let mut stream = raw::connect(
-        proxy.public,
-        raw::client_config(&proxy.dev_cert(), &[b"http/1.1"]),
-    )
-    .await
-    .expect("tls");
-    stream
-        .write_all(b"GET /pub/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .expect("write");
+    let mut stream = http1_connection(&proxy).await;
+    get_ok(&mut stream).await;
     let mut buf = vec![0u8; 4096];
-    let n = stream.read(&mut buf).await.expect("response");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     let closed = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match stream.read(&mut buf).await {
