@@ -34,6 +34,9 @@ pub use record::{AuditRecord, Text};
 /// How long a strict-mode request waits for its record to become durable.
 const STRICT_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a refusal waits for room in a full queue before its record uses the reserve.
+const ROOM_WAIT: Duration = Duration::from_secs(5);
+
 /// The audit trail, shared by every request and surviving reloads.
 #[derive(Debug)]
 pub struct Auditor {
@@ -105,24 +108,24 @@ impl Auditor {
         }
     }
 
-    /// Queues a record that must not be lost even when the queue is momentarily full: it is
-    /// handed over on the blocking pool instead of being dropped (security events, completions).
-    pub fn submit_or_wait(&self, record: AuditRecord) {
-        let job = writer::Job::Record(Box::new(record), None);
-        match self.jobs.try_push(job, false) {
-            Ok(()) => {}
-            Err(queue::PushError::Full(job)) => {
-                let jobs = Arc::clone(&self.jobs);
-                tokio::task::spawn_blocking(move || {
-                    if jobs.push_blocking(job).is_err() {
-                        tracing::error!("audit writer stopped; a record could not be written");
-                    }
-                });
-            }
-            Err(queue::PushError::Closed(_)) => {
-                tracing::error!("audit writer stopped; a record could not be written");
-            }
-        }
+    /// Queues a record that cannot wait for room (security events, a response's completion),
+    /// using the queue's reserve when it is full. Never blocks (see `queue.rs`).
+    pub fn submit_kept(&self, record: AuditRecord) {
+        self.jobs
+            .push_kept(writer::Job::Record(Box::new(record), None));
+    }
+
+    /// Queues a refusal's record, waiting (asynchronously) for room while the writer is
+    /// healthy but behind: a flood of refused requests is answered at the pace of the disk.
+    pub async fn submit_when_room(&self, record: AuditRecord) {
+        let wait = if self.is_healthy() {
+            ROOM_WAIT
+        } else {
+            Duration::ZERO
+        };
+        self.jobs
+            .push_when_room(writer::Job::Record(Box::new(record), None), wait)
+            .await;
     }
 
     /// Queues a record and waits until it is durable on disk.
@@ -146,9 +149,7 @@ impl Auditor {
     /// Writes `audit_stop` and waits for everything queued to be on disk.
     pub async fn stop(&self) {
         let (done, finished) = oneshot::channel();
-        let jobs = Arc::clone(&self.jobs);
-        let _ =
-            tokio::task::spawn_blocking(move || jobs.push_blocking(writer::Job::Stop(done))).await;
+        let _ = self.jobs.push_stop(writer::Job::Stop(done));
         let _ = tokio::time::timeout(Duration::from_secs(10), finished).await;
     }
 }
@@ -229,7 +230,7 @@ pub async fn admit(
 
 /// Records a refused request: every refusal on a PHI route (`access`, `deny`), and a policy
 /// denial (403) on any route (`denied`).
-pub fn refused(
+pub async fn refused(
     app: &crate::app::App,
     ctx: &RequestCtx,
     method: &http::Method,
@@ -251,5 +252,5 @@ pub fn refused(
     }
     record.reason = Some(error.to_string().into());
     record.status = Some(status.as_u16());
-    app.audit.submit_or_wait(record);
+    app.audit.submit_when_room(record).await;
 }

@@ -45,7 +45,7 @@ pub async fn handle(
         Ok(response) => (response, None),
         Err(error) => {
             let response = respond::error_response(&ctx, &error);
-            audit::refused(&app, &ctx, &method, &error, response.status());
+            audit::refused(&app, &ctx, &method, &error, response.status()).await;
             (response, Some(error))
         }
     };

@@ -194,7 +194,7 @@ fn close(app: &App, entry: &Entry, reason: String) {
     record.path = Some(opened.path.as_str().into());
     record.src_ip = Some(std::sync::Arc::clone(&opened.conn.peer_ip));
     record.reason = Some(reason.clone().into());
-    app.audit.submit_or_wait(record);
+    app.audit.submit_kept(record);
     let kind = match opened.kind {
         Kind::WebSocket => "websocket",
         Kind::Stream => "stream",

@@ -299,7 +299,7 @@ fn reload(shared: &Shared, path: &std::path::Path) {
             .unwrap_or_else(|| format!("{} reloaded", path.display()))
             .into(),
     );
-    shared.audit.submit_or_wait(record);
+    shared.audit.submit_kept(record);
     match outcome {
         Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
         Err(reason) => {

@@ -161,7 +161,7 @@ async fn revoke(app: &App, body: &Bytes) -> Response<Body> {
             record.user = Some(user.as_str().into());
             record.reason =
                 Some(format!("{revoked} session(s) revoked by an administrator").into());
-            app.audit.submit_or_wait(record);
+            app.audit.submit_kept(record);
             tracing::info!(target: "wardgate::security", event = "logout", user, revoked, "sessions revoked by an administrator");
             json(
                 StatusCode::OK,

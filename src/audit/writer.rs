@@ -204,6 +204,10 @@ pub fn run(
                 accept(job, &mut pending, &mut stop);
             }
         }
+        // Records that found the queue and its reserve full are reported, never silently gone.
+        if let Some(alert) = jobs.take_lost(stop.is_some()) {
+            pending.push((alert, None));
+        }
         if stop.is_some() {
             pending.push((AuditRecord::new("audit_stop"), None));
         }

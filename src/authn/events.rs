@@ -51,7 +51,7 @@ pub fn emit(app: &crate::app::App, event: Event, user: &str, src_ip: &str, reaso
     record.user = (user != "-").then(|| user.into());
     record.src_ip = Some(src_ip.into());
     record.reason = Some(reason.to_string().into());
-    app.audit.submit_or_wait(record);
+    app.audit.submit_kept(record);
     match event {
         Event::Login
         | Event::Enroll
@@ -72,6 +72,6 @@ pub fn session_expired(app: &crate::app::App, user: &str, reason: &str) {
     let mut record = crate::audit::AuditRecord::new("session_closed");
     record.user = Some(user.into());
     record.reason = Some(reason.to_string().into());
-    app.audit.submit_or_wait(record);
+    app.audit.submit_kept(record);
     tracing::info!(target: "wardgate::security", event = "session_closed", user, reason, "security event");
 }

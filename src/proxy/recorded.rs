@@ -42,7 +42,7 @@ impl RecordedBody {
             if outcome != "complete" {
                 record.reason = Some(outcome.to_string().into());
             }
-            auditor.submit_or_wait(record);
+            auditor.submit_kept(record);
         }
     }
 }

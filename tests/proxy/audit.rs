@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support::auth::{add_user, code, token, PASSWORD};
-use crate::support::{config, run_cli, write_config, Backend, Wardgate};
+use crate::support::{audit_records_in, config, run_cli, write_config, Backend, Wardgate};
 
 fn audit_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("data/audit"))
@@ -569,6 +569,115 @@ async fn detection_rules_raise_alerts_in_the_trail_and_at_the_webhook() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(delivered, 2, "alerts POSTed to the webhook");
+}
+
+/// Sends `count` unauthenticated requests to the PHI route, `parallel` at a time; returns
+/// their statuses.
+async fn refused_requests(proxy: &Wardgate, count: usize, parallel: usize) -> Vec<u16> {
+    let client = proxy.client();
+    let url = proxy.url("/patients/7/records");
+    let mut statuses = Vec::new();
+    for _ in 0..count / parallel {
+        let batch = (0..parallel).map(|_| {
+            let request = client.get(&url).send();
+            async move { request.await.map_or(0, |r| r.status().as_u16()) }
+        });
+        statuses.extend(futures_util::future::join_all(batch).await);
+    }
+    statuses
+}
+
+fn lost_total(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wardgate_audit_records_lost_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_flood_of_refusals_stays_bounded_and_the_trail_reports_what_it_lost() {
+    let backend = Backend::start().await;
+    let (dir, path) = write_config(&config(
+        backend.addr,
+        "\n[audit]\ndir = \"blocked\"\nqueue = 8\n",
+    ));
+    let home = dir.path().to_path_buf();
+    std::fs::write(home.join("blocked"), "not a directory").expect("block");
+    let proxy = Wardgate::start_in(dir, path);
+    let threads = proxy.threads();
+
+    // The writer cannot open its directory, so nothing drains: 8 records fit the queue and 8
+    // its reserve; every later refusal is answered at once and counted as lost.
+    let statuses = refused_requests(&proxy, 400, 16).await;
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(
+        proxy.threads() <= threads + 2,
+        "the flood started threads: {threads} before, {} after",
+        proxy.threads()
+    );
+    assert_eq!(lost_total(&proxy.metrics().await), 384);
+    assert!(proxy.wait_for_log("audit record lost", Duration::from_secs(2)));
+
+    std::fs::remove_file(home.join("blocked")).expect("unblock");
+    assert!(
+        wait_for_alert(&home.join("blocked")).await,
+        "no alert about the lost records"
+    );
+    let trail = audit_records_in(&home.join("blocked"));
+    let alert = trail
+        .iter()
+        .find(|r| r["rule"] == "audit_records_lost")
+        .expect("alert");
+    let reason = alert["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("384 audit record(s)") && reason.contains("access: 384"),
+        "{reason}"
+    );
+    let kept = trail
+        .iter()
+        .filter(|r| r["event"] == "access" && r["status"] == 401)
+        .count();
+    assert_eq!(kept, 16, "the queue and its reserve were written");
+    let (status, out, err) = verify(&[home.join("blocked").to_str().expect("dir")], &home);
+    assert_eq!(status, 0, "{out}{err}");
+}
+
+async fn wait_for_alert(audit_dir: &Path) -> bool {
+    for _ in 0..50 {
+        if audit_dir.is_dir()
+            && audit_records_in(audit_dir)
+                .iter()
+                .any(|r| r["rule"] == "audit_records_lost")
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn refusals_wait_for_room_instead_of_being_lost() {
+    let backend = Backend::start().await;
+    let toml = config(backend.addr, "\n[audit]\nqueue = 1\n");
+    let proxy = Wardgate::start(&toml);
+    let dir = proxy.config_path.parent().expect("dir").to_path_buf();
+    let statuses = refused_requests(&proxy, 480, 24).await;
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(lost_total(&proxy.metrics().await), 0);
+    let mut written = 0;
+    for _ in 0..50 {
+        written = records(&dir)
+            .iter()
+            .filter(|r| r["event"] == "access" && r["status"] == 401)
+            .count();
+        if written == 480 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(written, 480, "every refusal is in the trail");
 }
 
 /// A small tmpfs, unmounted when dropped (the disk-full test needs a disk that can fill up).

@@ -231,6 +231,13 @@ impl Wardgate {
         false
     }
 
+    /// How many threads the proxy process runs now.
+    pub fn threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.child.id()))
+            .map(|tasks| tasks.count())
+            .unwrap_or(0)
+    }
+
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([&format!("-{name}"), &self.child.id().to_string()])

@@ -181,7 +181,7 @@ pub(super) async fn break_glass(
     if let Some(refused) = refusal {
         record.decision = Some("deny".into());
         record.reason = Some(refused.to_string().into());
-        app.audit.submit_or_wait(record);
+        app.audit.submit_kept(record);
         return Err(GateError::Denied {
             rule: None,
             reason: refused.to_string(),
@@ -195,7 +195,7 @@ pub(super) async fn break_glass(
     let expires_at = unix_now() + duration.as_secs();
     record.decision = Some("allow".into());
     record.reason = Some(format!("emergency access granted until {expires_at}").into());
-    app.audit.submit_or_wait(record.clone());
+    app.audit.submit_kept(record.clone());
     record.event = "alert".into();
     record.reason = Some(
         format!(
@@ -204,7 +204,7 @@ pub(super) async fn break_glass(
         )
         .into(),
     );
-    app.audit.submit_or_wait(record);
+    app.audit.submit_kept(record);
     tracing::warn!(target: "wardgate::security", event = "break_glass", user = %principal.user.name, route = %input.route, src_ip = %ctx.conn.peer_ip, "ALERT: break-glass emergency access opened");
     metrics::counter!("wardgate_break_glass_total", "route" => input.route.clone()).increment(1);
     Ok(json_response(
