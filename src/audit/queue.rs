@@ -119,7 +119,12 @@ impl JobQueue {
 
     /// Queues `job` once there is room within `capacity`, waiting up to `wait` for the writer
     /// to make some (`wait` zero: not at all); then it is kept as by [`Self::push_kept`].
-    pub async fn push_when_room(&self, mut job: Job, wait: Duration) {
+    pub async fn push_when_room(&self, job: Job, wait: Duration) {
+        let mut job = match self.try_push(job, false) {
+            Ok(()) => return,
+            Err(PushError::Full(job)) if !wait.is_zero() => job,
+            Err(PushError::Full(job) | PushError::Closed(job)) => return self.push_kept(job),
+        };
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             // Registered before the attempt, so room made in between is not missed.
@@ -127,25 +132,19 @@ impl JobQueue {
             tokio::pin!(room);
             room.as_mut().enable();
             self.waiting_for_room.fetch_add(1, Ordering::AcqRel);
-            let pushed = self.try_push(job, false);
-            let outcome = match pushed {
-                Ok(()) => None,
-                Err(PushError::Closed(back)) => Some(back),
-                Err(PushError::Full(back)) => {
-                    if tokio::time::timeout_at(deadline, room).await.is_err() {
-                        Some(back)
-                    } else {
-                        job = back;
-                        self.waiting_for_room.fetch_sub(1, Ordering::AcqRel);
-                        continue;
-                    }
-                }
+            let attempt = self.try_push(job, false);
+            let waited = match &attempt {
+                Err(PushError::Full(_)) => tokio::time::timeout_at(deadline, room).await.is_ok(),
+                _ => false,
             };
             self.waiting_for_room.fetch_sub(1, Ordering::AcqRel);
-            if let Some(back) = outcome {
-                self.push_kept(back);
+            match attempt {
+                Ok(()) => return,
+                Err(PushError::Full(back)) if waited => job = back,
+                Err(PushError::Full(back) | PushError::Closed(back)) => {
+                    return self.push_kept(back)
+                }
             }
-            return;
         }
     }
 
