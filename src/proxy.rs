@@ -80,6 +80,7 @@ pub async fn forward(
                 .insert(headers::X_WARDGATE_ASSERTION, assertion);
         }
     }
+    let client_h2 = parts.version == http::Version::HTTP_2;
     parts.version = http::Version::HTTP_11;
     let bodyless = incoming.is_end_stream();
     let retryable =
@@ -154,6 +155,9 @@ pub async fn forward(
         pool.restore(chosen);
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::remove_hop_by_hop(response.headers_mut(), switching && upgrade);
+        if client_h2 {
+            headers::detach_values(response.headers_mut());
+        }
         // Registration allocates (session, user, route, path): only for what can outlive the
         // request, never for the common short response.
         let opened = || live_opened(permit, ctx, target, &method, websocket);
