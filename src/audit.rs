@@ -22,6 +22,7 @@ use crate::gate::target::RequestTarget;
 pub mod checkpoint;
 pub mod detect;
 pub mod line;
+pub mod lost;
 pub mod mirror;
 pub mod queue;
 pub mod record;

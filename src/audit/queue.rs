@@ -21,12 +21,13 @@
 //! at once and counted in `wardgate_audit_records_lost_total`, and the writer writes an
 //! `alert` record saying how many records of which events were lost (never silently).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
 
+use super::lost::LostRecords;
 use super::record::AuditRecord;
 use super::writer::Job;
 
@@ -41,18 +42,6 @@ pub enum PushError {
     Closed(Job),
 }
 
-/// How often, at most, the writer reports lost records (one alert per window, not per batch).
-const LOST_REPORT_EVERY: Duration = Duration::from_secs(1);
-
-/// Records that could not be queued, until the writer reports them.
-#[derive(Default)]
-struct Lost {
-    count: u64,
-    since: Option<super::Text>,
-    by_event: BTreeMap<String, u64>,
-    reported: Option<std::time::Instant>,
-}
-
 /// Jobs waiting for the writer thread.
 pub struct JobQueue {
     jobs: Mutex<VecDeque<Job>>,
@@ -62,7 +51,7 @@ pub struct JobQueue {
     closed: AtomicBool,
     room: tokio::sync::Notify,
     waiting_for_room: AtomicUsize,
-    lost: Mutex<Lost>,
+    lost: LostRecords,
 }
 
 impl JobQueue {
@@ -76,7 +65,7 @@ impl JobQueue {
             closed: AtomicBool::new(false),
             room: tokio::sync::Notify::new(),
             waiting_for_room: AtomicUsize::new(0),
-            lost: Mutex::new(Lost::default()),
+            lost: LostRecords::default(),
         }
     }
 
@@ -88,11 +77,12 @@ impl JobQueue {
 
     /// Queues `job` if fewer than `limit` jobs wait. `urgent` wakes the writer at once.
     fn push_below(&self, job: Job, limit: usize, urgent: bool) -> Result<(), PushError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(PushError::Closed(job));
-        }
         {
             let mut jobs = self.lock();
+            // Checked under the lock: `close_and_drain` leaves nothing behind it.
+            if self.closed.load(Ordering::Acquire) {
+                return Err(PushError::Closed(job));
+            }
             if jobs.len() >= limit {
                 return Err(PushError::Full(job));
             }
@@ -119,95 +109,68 @@ impl JobQueue {
 
     /// Queues `job` once there is room within `capacity`, waiting up to `wait` for the writer
     /// to make some (`wait` zero: not at all); then it is kept as by [`Self::push_kept`].
+    /// Cancel-safe: a request dropped while it waits (client reset, shutdown) still leaves its
+    /// record in the reserve.
     pub async fn push_when_room(&self, job: Job, wait: Duration) {
-        let mut job = match self.try_push(job, false) {
+        let job = match self.try_push(job, false) {
             Ok(()) => return,
             Err(PushError::Full(job)) if !wait.is_zero() => job,
             Err(PushError::Full(job) | PushError::Closed(job)) => return self.push_kept(job),
         };
         let deadline = tokio::time::Instant::now() + wait;
+        let mut waiter = Waiter {
+            queue: self,
+            job: Some(job),
+            counted: false,
+        };
         loop {
             // Registered before the attempt, so room made in between is not missed.
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            self.waiting_for_room.fetch_add(1, Ordering::AcqRel);
-            let attempt = self.try_push(job, false);
-            let waited = match &attempt {
-                Err(PushError::Full(_)) => tokio::time::timeout_at(deadline, room).await.is_ok(),
-                _ => false,
+            waiter.count(true);
+            let Some(job) = waiter.job.take() else {
+                return;
             };
-            self.waiting_for_room.fetch_sub(1, Ordering::AcqRel);
-            match attempt {
+            match self.try_push(job, false) {
                 Ok(()) => return,
-                Err(PushError::Full(back)) if waited => job = back,
-                Err(PushError::Full(back) | PushError::Closed(back)) => {
-                    return self.push_kept(back)
+                Err(PushError::Full(job)) => waiter.job = Some(job),
+                Err(PushError::Closed(job)) => {
+                    waiter.job = Some(job);
+                    return;
                 }
+            }
+            let room_made = tokio::time::timeout_at(deadline, room).await.is_ok();
+            waiter.count(false);
+            if !room_made {
+                return;
             }
         }
     }
 
     /// Queues the writer's stop order whatever the queue holds: it ends the writer.
     pub fn push_stop(&self, job: Job) -> Result<(), PushError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(PushError::Closed(job));
+        {
+            let mut jobs = self.lock();
+            if self.closed.load(Ordering::Acquire) {
+                return Err(PushError::Closed(job));
+            }
+            jobs.push_back(job);
         }
-        self.lock().push_back(job);
         self.nudge(true);
         Ok(())
     }
 
-    fn lose(&self, job: &Job, why: &str) {
-        let Job::Record(record, _) = job else {
-            return;
-        };
-        let event = record.event.to_string();
-        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
-        if lost.count == 0 {
-            tracing::error!(event = %event, why, "audit record lost: {why}; the count will be written to the trail as an alert");
-            lost.since = Some(record.ts.clone());
+    fn lose(&self, job: &Job, why: &'static str) {
+        if let Job::Record(record, _) = job {
+            self.lost.count(record, why);
         }
-        lost.count += 1;
-        *lost.by_event.entry(event).or_default() += 1;
-        metrics::counter!("wardgate_audit_records_lost_total").increment(1);
     }
 
-    /// Writer side: the `alert` record reporting the records lost since the last report, if
-    /// any and if the last report is [`LOST_REPORT_EVERY`] old (`now`: whatever its age).
+    /// Writer side: the `alert` record reporting records lost since the last report, if any
+    /// (see [`LostRecords::report`]).
     pub fn take_lost(&self, now: bool) -> Option<AuditRecord> {
-        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
-        let recent = lost
-            .reported
-            .is_some_and(|at| at.elapsed() < LOST_REPORT_EVERY);
-        if lost.count == 0 || (recent && !now) {
-            return None;
-        }
-        let events: Vec<String> = lost
-            .by_event
-            .iter()
-            .map(|(event, n)| format!("{event}: {n}"))
-            .collect();
-        let mut alert = AuditRecord::new("alert");
-        alert.rule = Some("audit_records_lost".into());
-        alert.reason = Some(
-            format!(
-                "{} audit record(s) could not be queued and are not in the trail ({}), the first at {}: the audit queue was full",
-                lost.count,
-                events.join(", "),
-                lost.since.as_deref().unwrap_or("?"),
-            )
-            .into(),
-        );
-        tracing::error!(
-            lost = lost.count,
-            "audit records were lost; an alert is written to the trail"
-        );
-        *lost = Lost {
-            reported: Some(std::time::Instant::now()),
-            ..Lost::default()
-        };
-        Some(alert)
+        self.lost.report(now)
     }
 
     fn nudge(&self, urgent: bool) {
@@ -246,18 +209,55 @@ impl JobQueue {
         let mut jobs = self.lock();
         let take = jobs.len().min(max);
         into.extend(jobs.drain(..take));
+        let room = self.capacity.saturating_sub(jobs.len());
         drop(jobs);
-        // One wake-up per freed place, in arrival order (not every waiter for every batch).
+        // One wake-up per place within `capacity` (while the reserve is in use there is none),
+        // not every waiter for every batch.
         let waiting = self.waiting_for_room.load(Ordering::Acquire);
-        for _ in 0..take.min(waiting) {
+        for _ in 0..room.min(waiting) {
             self.room.notify_one();
         }
     }
 
-    /// Writer side: no more jobs will be taken.
-    pub fn close(&self) {
+    /// Writer side, on its stop order: refuses every later job (they are counted as lost) and
+    /// moves everything still queued into `into`, so nothing is left unread behind the stop.
+    pub fn close_and_drain(&self, into: &mut Vec<Job>) {
+        let mut jobs = self.lock();
         self.closed.store(true, Ordering::Release);
+        into.extend(jobs.drain(..));
+        drop(jobs);
         self.room.notify_waiters();
+    }
+}
+
+/// A refusal's job while it waits for room (see [`JobQueue::push_when_room`]). Dropping it,
+/// on any way out including the request's future being dropped, gives back its place in the
+/// waiter count and puts a job it still holds into the reserve.
+struct Waiter<'a> {
+    queue: &'a JobQueue,
+    job: Option<Job>,
+    counted: bool,
+}
+
+impl Waiter<'_> {
+    fn count(&mut self, waiting: bool) {
+        if waiting != self.counted {
+            if waiting {
+                self.queue.waiting_for_room.fetch_add(1, Ordering::AcqRel);
+            } else {
+                self.queue.waiting_for_room.fetch_sub(1, Ordering::AcqRel);
+            }
+            self.counted = waiting;
+        }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.count(false);
+        if let Some(job) = self.job.take() {
+            self.queue.push_kept(job);
+        }
     }
 }
 
@@ -267,5 +267,138 @@ impl std::fmt::Debug for JobQueue {
             .field("capacity", &self.capacity)
             .field("closed", &self.closed)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(event: &'static str) -> Job {
+        Job::Record(Box::new(AuditRecord::new(event)), None)
+    }
+
+    fn queued(queue: &JobQueue) -> usize {
+        let mut jobs = Vec::new();
+        queue.drain(usize::MAX, &mut jobs);
+        jobs.len()
+    }
+
+    #[test]
+    fn kept_records_use_the_reserve_then_are_counted_and_reported_once_a_second() {
+        let queue = JobQueue::new(2);
+        assert!(queue.try_push(record("access"), false).is_ok());
+        assert!(queue.try_push(record("access"), false).is_ok());
+        assert!(matches!(
+            queue.try_push(record("access"), false),
+            Err(PushError::Full(_))
+        ));
+        queue.push_kept(record("login"));
+        queue.push_kept(record("login"));
+        queue.push_kept(record("login_failed"));
+        queue.push_kept(record("access"));
+        queue.push_kept(record("access"));
+        let alert = queue.take_lost(false).expect("an alert");
+        assert_eq!(alert.event, "alert");
+        assert_eq!(alert.rule.as_deref(), Some("audit_records_lost"));
+        let reason = alert.reason.as_deref().unwrap_or_default();
+        assert!(
+            reason.starts_with("3 audit record(s)")
+                && reason.contains("(access: 2, login_failed: 1)"),
+            "{reason}"
+        );
+        assert_eq!(queued(&queue), 4, "queue and reserve");
+        assert!(queue.take_lost(true).is_none(), "nothing new was lost");
+
+        // Within a second of a report, the next loss waits for the following one (or a stop).
+        queue.push_kept(record("access"));
+        queue.push_kept(record("access"));
+        queue.push_kept(record("access"));
+        queue.push_kept(record("access"));
+        queue.push_kept(record("access"));
+        assert!(queue.take_lost(false).is_none());
+        let alert = queue.take_lost(true).expect("reported at stop");
+        assert!(alert
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("1 audit record(s)")));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_waits_for_room_and_gives_up_into_the_reserve() {
+        let queue = std::sync::Arc::new(JobQueue::new(1));
+        assert!(queue.try_push(record("access"), false).is_ok());
+        let waiting = {
+            let queue = std::sync::Arc::clone(&queue);
+            tokio::spawn(async move {
+                queue
+                    .push_when_room(record("access"), Duration::from_secs(5))
+                    .await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "it waits while the queue is full");
+        let mut jobs = Vec::new();
+        queue.drain(1, &mut jobs);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("room wakes it")
+            .expect("task");
+        assert_eq!(queued(&queue), 1);
+
+        // Full and no room made in time: the record goes to the reserve instead.
+        assert!(queue.try_push(record("access"), false).is_ok());
+        queue
+            .push_when_room(record("access"), Duration::from_millis(20))
+            .await;
+        assert_eq!(queued(&queue), 2);
+        assert!(queue.take_lost(true).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_refusal_dropped_while_it_waits_still_leaves_its_record() {
+        let queue = std::sync::Arc::new(JobQueue::new(1));
+        assert!(queue.try_push(record("access"), false).is_ok());
+        let waiting = {
+            let queue = std::sync::Arc::clone(&queue);
+            tokio::spawn(async move {
+                queue
+                    .push_when_room(record("access"), Duration::from_secs(5))
+                    .await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(queue.waiting_for_room.load(Ordering::Acquire), 1);
+        waiting.abort();
+        assert!(waiting.await.is_err_and(|e| e.is_cancelled()));
+        assert_eq!(queue.waiting_for_room.load(Ordering::Acquire), 0);
+        assert_eq!(
+            queued(&queue),
+            2,
+            "the aborted refusal's record is in the reserve"
+        );
+    }
+
+    #[test]
+    fn nothing_is_left_behind_a_closed_queue() {
+        let queue = JobQueue::new(4);
+        assert!(queue.try_push(record("access"), false).is_ok());
+        assert!(queue.try_push(record("login"), false).is_ok());
+        let mut rest = Vec::new();
+        queue.close_and_drain(&mut rest);
+        assert_eq!(rest.len(), 2);
+        assert!(matches!(
+            queue.try_push(record("access"), false),
+            Err(PushError::Closed(_))
+        ));
+        queue.push_kept(record("logout"));
+        assert_eq!(queued(&queue), 0);
+        let alert = queue
+            .take_lost(true)
+            .expect("the refused record is reported");
+        assert!(alert
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("(logout: 1)")));
     }
 }

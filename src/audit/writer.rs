@@ -204,7 +204,15 @@ pub fn run(
                 accept(job, &mut pending, &mut stop);
             }
         }
-        // Records that found the queue and its reserve full are reported, never silently gone.
+        if stop.is_some() {
+            // Nothing may stay queued behind the stop order: close the queue and take the rest.
+            jobs.close_and_drain(&mut incoming);
+            for job in incoming.drain(..) {
+                accept(job, &mut pending, &mut stop);
+            }
+        }
+        // Records that found the queue and its reserve full are reported, never silently gone
+        // (also while a failing disk is retried: then `pending` grows by one alert a second).
         if let Some(alert) = jobs.take_lost(stop.is_some()) {
             pending.push((alert, None));
         }
@@ -236,7 +244,6 @@ pub fn run(
                 }
                 pending.extend(raised.into_iter().map(|alert| (alert, None)));
                 if let Some(done) = stop.take() {
-                    jobs.close();
                     let _ = done.send(());
                     return;
                 }
