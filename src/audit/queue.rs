@@ -324,8 +324,9 @@ mod tests {
             .is_some_and(|r| r.starts_with("1 audit record(s)")));
     }
 
-    #[tokio::test]
-    async fn a_refusal_waits_for_room_and_gives_up_into_the_reserve() {
+    /// A queue of one, full, and a refusal waiting for room in it.
+    async fn full_queue_with_a_waiting_refusal(
+    ) -> (std::sync::Arc<JobQueue>, tokio::task::JoinHandle<()>) {
         let queue = std::sync::Arc::new(JobQueue::new(1));
         assert!(queue.try_push(record("access"), false).is_ok());
         let waiting = {
@@ -338,6 +339,12 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "it waits while the queue is full");
+        (queue, waiting)
+    }
+
+    #[tokio::test]
+    async fn a_refusal_waits_for_room_and_gives_up_into_the_reserve() {
+        let (queue, waiting) = full_queue_with_a_waiting_refusal().await;
         let mut jobs = Vec::new();
         queue.drain(1, &mut jobs);
         tokio::time::timeout(Duration::from_secs(1), waiting)
@@ -357,17 +364,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refusal_dropped_while_it_waits_still_leaves_its_record() {
-        let queue = std::sync::Arc::new(JobQueue::new(1));
-        assert!(queue.try_push(record("access"), false).is_ok());
-        let waiting = {
-            let queue = std::sync::Arc::clone(&queue);
-            tokio::spawn(async move {
-                queue
-                    .push_when_room(record("access"), Duration::from_secs(5))
-                    .await;
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (queue, waiting) = full_queue_with_a_waiting_refusal().await;
         assert_eq!(queue.waiting_for_room.load(Ordering::Acquire), 1);
         waiting.abort();
         assert!(waiting.await.is_err_and(|e| e.is_cancelled()));

@@ -7,10 +7,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support::auth::{add_user, code, token, PASSWORD};
-use crate::support::{audit_records_in, config, run_cli, write_config, Backend, Wardgate};
+use crate::support::{config, run_cli, write_config, Backend, Wardgate};
 
 fn audit_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("data/audit"))
+    audit_files_in(&dir.join("data/audit"))
+}
+
+fn audit_files_in(audit_dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(audit_dir)
         .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
     files.retain(|p| p.extension().is_some_and(|x| x == "jsonl"));
@@ -19,7 +23,11 @@ fn audit_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn records(dir: &Path) -> Vec<serde_json::Value> {
-    audit_files(dir)
+    records_in(&dir.join("data/audit"))
+}
+
+fn records_in(audit_dir: &Path) -> Vec<serde_json::Value> {
+    audit_files_in(audit_dir)
         .iter()
         .flat_map(|f| {
             std::fs::read_to_string(f)
@@ -39,8 +47,12 @@ fn verify(args: &[&str], cwd: &Path) -> (i32, String, String) {
 }
 
 async fn wait_for_record(dir: &Path, check: impl Fn(&serde_json::Value) -> bool) -> bool {
+    wait_for_record_in(&dir.join("data/audit"), check).await
+}
+
+async fn wait_for_record_in(audit_dir: &Path, check: impl Fn(&serde_json::Value) -> bool) -> bool {
     for _ in 0..50 {
-        if records(dir).iter().any(&check) {
+        if records_in(audit_dir).iter().any(&check) {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -621,10 +633,10 @@ async fn a_flood_of_refusals_stays_bounded_and_the_trail_reports_what_it_lost() 
 
     std::fs::remove_file(home.join("blocked")).expect("unblock");
     assert!(
-        wait_for_alert(&home.join("blocked")).await,
+        wait_for_record_in(&home.join("blocked"), |r| r["rule"] == "audit_records_lost").await,
         "no alert about the lost records"
     );
-    let trail = audit_records_in(&home.join("blocked"));
+    let trail = records_in(&home.join("blocked"));
     let alert = trail
         .iter()
         .find(|r| r["rule"] == "audit_records_lost")
@@ -641,20 +653,6 @@ async fn a_flood_of_refusals_stays_bounded_and_the_trail_reports_what_it_lost() 
     assert_eq!(kept, 16, "the queue and its reserve were written");
     let (status, out, err) = verify(&[home.join("blocked").to_str().expect("dir")], &home);
     assert_eq!(status, 0, "{out}{err}");
-}
-
-async fn wait_for_alert(audit_dir: &Path) -> bool {
-    for _ in 0..50 {
-        if audit_dir.is_dir()
-            && audit_records_in(audit_dir)
-                .iter()
-                .any(|r| r["rule"] == "audit_records_lost")
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 #[tokio::test]
