@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Idle HTTP/2 connections, for measuring what they cost a proxy (not run by benches/load/run).
+"""Idle HTTP/2 connections, for measuring what they cost a proxy (`idle-h2` in benches/load/run).
 
   h2idle.py PORT COUNT TOKEN   open COUNT TLS connections with ALPN h2 on 127.0.0.1:PORT, send
                                one authenticated GET on each, then hold them idle; prints
                                "ready N ok M" once all are open and keeps them until stdin
                                closes (the same protocol as `storm.py idle`).
 
-Needs the `h2` package (`pip install h2`). Read the proxy's RSS (/proc/PID/status) before and a
-few seconds after "ready".
+Needs the `h2` package (`pip install h2`; benches/load/run installs it into a throwaway venv).
+Read the proxy's RSS (/proc/PID/status) before and a few seconds after "ready".
 """
 import asyncio
 import ssl
