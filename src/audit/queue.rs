@@ -12,8 +12,9 @@
 //! backlog wait time). Records enter in one of three ways:
 //! - [`JobQueue::try_push`]: while fewer than `capacity` jobs wait (a PHI access is admitted
 //!   only then; otherwise it is refused with 503);
-//! - [`JobQueue::push_when_room`]: a refusal waits, asynchronously, up to a bound for room, so
-//!   a flood of refused requests is slowed to the pace of the disk instead of piling up;
+//! - [`JobQueue::push_when_room`]: a refusal waits, asynchronously, up to a bound for room in
+//!   the lower half of the queue, so a flood of refused requests is slowed to the pace of the
+//!   disk instead of piling up, and cannot take the upper half from admitted PHI accesses;
 //! - [`JobQueue::push_kept`]: records that cannot wait (a response's completion, security
 //!   events) may use a reserve of another `capacity` jobs.
 //!
@@ -107,12 +108,18 @@ impl JobQueue {
         }
     }
 
-    /// Queues `job` once there is room within `capacity`, waiting up to `wait` for the writer
-    /// to make some (`wait` zero: not at all); then it is kept as by [`Self::push_kept`].
-    /// Cancel-safe: a request dropped while it waits (client reset, shutdown) still leaves its
-    /// record in the reserve.
+    /// How many jobs may wait before refusals wait too: half the queue, so a flood of refused
+    /// requests leaves the other half to admitted PHI accesses.
+    fn refusal_limit(&self) -> usize {
+        (self.capacity / 2).max(1)
+    }
+
+    /// Queues `job` once there is room in the lower half of the queue, waiting up to `wait`
+    /// for the writer to make some (`wait` zero: not at all); then it is kept as by
+    /// [`Self::push_kept`]. Cancel-safe: a request dropped while it waits (client reset,
+    /// shutdown) still leaves its record in the reserve.
     pub async fn push_when_room(&self, job: Job, wait: Duration) {
-        let job = match self.try_push(job, false) {
+        let job = match self.push_below(job, self.refusal_limit(), false) {
             Ok(()) => return,
             Err(PushError::Full(job)) if !wait.is_zero() => job,
             Err(PushError::Full(job) | PushError::Closed(job)) => return self.push_kept(job),
@@ -132,7 +139,7 @@ impl JobQueue {
             let Some(job) = waiter.job.take() else {
                 return;
             };
-            match self.try_push(job, false) {
+            match self.push_below(job, self.refusal_limit(), false) {
                 Ok(()) => return,
                 Err(PushError::Full(job)) => waiter.job = Some(job),
                 Err(PushError::Closed(job)) => {
@@ -209,10 +216,10 @@ impl JobQueue {
         let mut jobs = self.lock();
         let take = jobs.len().min(max);
         into.extend(jobs.drain(..take));
-        let room = self.capacity.saturating_sub(jobs.len());
+        let room = self.refusal_limit().saturating_sub(jobs.len());
         drop(jobs);
-        // One wake-up per place within `capacity` (while the reserve is in use there is none),
-        // not every waiter for every batch.
+        // One wake-up per place a waiting refusal may take (none while the queue is still over
+        // half full), not every waiter for every batch.
         let waiting = self.waiting_for_room.load(Ordering::Acquire);
         for _ in 0..room.min(waiting) {
             self.room.notify_one();
@@ -271,131 +278,4 @@ impl std::fmt::Debug for JobQueue {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(event: &'static str) -> Job {
-        Job::Record(Box::new(AuditRecord::new(event)), None)
-    }
-
-    fn queued(queue: &JobQueue) -> usize {
-        let mut jobs = Vec::new();
-        queue.drain(usize::MAX, &mut jobs);
-        jobs.len()
-    }
-
-    #[test]
-    fn kept_records_use_the_reserve_then_are_counted_and_reported_once_a_second() {
-        let queue = JobQueue::new(2);
-        assert!(queue.try_push(record("access"), false).is_ok());
-        assert!(queue.try_push(record("access"), false).is_ok());
-        assert!(matches!(
-            queue.try_push(record("access"), false),
-            Err(PushError::Full(_))
-        ));
-        queue.push_kept(record("login"));
-        queue.push_kept(record("login"));
-        queue.push_kept(record("login_failed"));
-        queue.push_kept(record("access"));
-        queue.push_kept(record("access"));
-        let alert = queue.take_lost(false).expect("an alert");
-        assert_eq!(alert.event, "alert");
-        assert_eq!(alert.rule.as_deref(), Some("audit_records_lost"));
-        let reason = alert.reason.as_deref().unwrap_or_default();
-        assert!(
-            reason.starts_with("3 audit record(s)")
-                && reason.contains("(access: 2, login_failed: 1)"),
-            "{reason}"
-        );
-        assert_eq!(queued(&queue), 4, "queue and reserve");
-        assert!(queue.take_lost(true).is_none(), "nothing new was lost");
-
-        // Within a second of a report, the next loss waits for the following one (or a stop).
-        queue.push_kept(record("access"));
-        queue.push_kept(record("access"));
-        queue.push_kept(record("access"));
-        queue.push_kept(record("access"));
-        queue.push_kept(record("access"));
-        assert!(queue.take_lost(false).is_none());
-        let alert = queue.take_lost(true).expect("reported at stop");
-        assert!(alert
-            .reason
-            .as_deref()
-            .is_some_and(|r| r.starts_with("1 audit record(s)")));
-    }
-
-    /// A queue of one, full, and a refusal waiting for room in it.
-    async fn full_queue_with_a_waiting_refusal(
-    ) -> (std::sync::Arc<JobQueue>, tokio::task::JoinHandle<()>) {
-        let queue = std::sync::Arc::new(JobQueue::new(1));
-        assert!(queue.try_push(record("access"), false).is_ok());
-        let waiting = {
-            let queue = std::sync::Arc::clone(&queue);
-            tokio::spawn(async move {
-                queue
-                    .push_when_room(record("access"), Duration::from_secs(5))
-                    .await;
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiting.is_finished(), "it waits while the queue is full");
-        (queue, waiting)
-    }
-
-    #[tokio::test]
-    async fn a_refusal_waits_for_room_and_gives_up_into_the_reserve() {
-        let (queue, waiting) = full_queue_with_a_waiting_refusal().await;
-        let mut jobs = Vec::new();
-        queue.drain(1, &mut jobs);
-        tokio::time::timeout(Duration::from_secs(1), waiting)
-            .await
-            .expect("room wakes it")
-            .expect("task");
-        assert_eq!(queued(&queue), 1);
-
-        // Full and no room made in time: the record goes to the reserve instead.
-        assert!(queue.try_push(record("access"), false).is_ok());
-        queue
-            .push_when_room(record("access"), Duration::from_millis(20))
-            .await;
-        assert_eq!(queued(&queue), 2);
-        assert!(queue.take_lost(true).is_none());
-    }
-
-    #[tokio::test]
-    async fn a_refusal_dropped_while_it_waits_still_leaves_its_record() {
-        let (queue, waiting) = full_queue_with_a_waiting_refusal().await;
-        assert_eq!(queue.waiting_for_room.load(Ordering::Acquire), 1);
-        waiting.abort();
-        assert!(waiting.await.is_err_and(|e| e.is_cancelled()));
-        assert_eq!(queue.waiting_for_room.load(Ordering::Acquire), 0);
-        assert_eq!(
-            queued(&queue),
-            2,
-            "the aborted refusal's record is in the reserve"
-        );
-    }
-
-    #[test]
-    fn nothing_is_left_behind_a_closed_queue() {
-        let queue = JobQueue::new(4);
-        assert!(queue.try_push(record("access"), false).is_ok());
-        assert!(queue.try_push(record("login"), false).is_ok());
-        let mut rest = Vec::new();
-        queue.close_and_drain(&mut rest);
-        assert_eq!(rest.len(), 2);
-        assert!(matches!(
-            queue.try_push(record("access"), false),
-            Err(PushError::Closed(_))
-        ));
-        queue.push_kept(record("logout"));
-        assert_eq!(queued(&queue), 0);
-        let alert = queue
-            .take_lost(true)
-            .expect("the refused record is reported");
-        assert!(alert
-            .reason
-            .as_deref()
-            .is_some_and(|r| r.contains("(logout: 1)")));
-    }
-}
+mod tests;
