@@ -51,13 +51,10 @@ fn kept_records_use_the_reserve_then_are_counted_and_reported_once_a_second() {
         .is_some_and(|r| r.starts_with("1 audit record(s)")));
 }
 
-/// A queue of one, full, and a refusal waiting for room in it.
-async fn full_queue_with_a_waiting_refusal(
-) -> (std::sync::Arc<JobQueue>, tokio::task::JoinHandle<()>) {
-    let queue = std::sync::Arc::new(JobQueue::new(1));
-    assert!(queue.try_push(record("access"), false).is_ok());
+/// A refusal waiting (up to 5 s) for room in `queue`, checked to be waiting.
+async fn waiting_refusal(queue: &std::sync::Arc<JobQueue>) -> tokio::task::JoinHandle<()> {
     let waiting = {
-        let queue = std::sync::Arc::clone(&queue);
+        let queue = std::sync::Arc::clone(queue);
         tokio::spawn(async move {
             queue
                 .push_when_room(record("access"), Duration::from_secs(5))
@@ -65,7 +62,16 @@ async fn full_queue_with_a_waiting_refusal(
         })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!waiting.is_finished(), "it waits while the queue is full");
+    assert!(!waiting.is_finished(), "it waits while there is no room");
+    waiting
+}
+
+/// A queue of one, full, and a refusal waiting for room in it.
+async fn full_queue_with_a_waiting_refusal(
+) -> (std::sync::Arc<JobQueue>, tokio::task::JoinHandle<()>) {
+    let queue = std::sync::Arc::new(JobQueue::new(1));
+    assert!(queue.try_push(record("access"), false).is_ok());
+    let waiting = waiting_refusal(&queue).await;
     (queue, waiting)
 }
 
@@ -94,16 +100,7 @@ async fn waiting_refusals_leave_the_upper_half_to_phi_admissions() {
     let queue = std::sync::Arc::new(JobQueue::new(4));
     queue.push_when_room(record("access"), Duration::ZERO).await;
     queue.push_when_room(record("access"), Duration::ZERO).await;
-    let waiting = {
-        let queue = std::sync::Arc::clone(&queue);
-        tokio::spawn(async move {
-            queue
-                .push_when_room(record("access"), Duration::from_secs(5))
-                .await;
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!waiting.is_finished(), "the refusal waits at half");
+    let waiting = waiting_refusal(&queue).await;
     assert!(queue.try_push(record("access"), false).is_ok());
     assert!(queue.try_push(record("access"), false).is_ok());
     assert!(matches!(
