@@ -148,6 +148,12 @@ impl PasswordWorker {
     async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
         let (done, result) = oneshot::channel();
         let job: HashJob = Box::new(move || {
+            // The caller may have gone while the job queued (client disconnected, request
+            // dropped): a storm of abandoned sign-ins must not keep the hashing threads busy
+            // and make every later sign-in wait behind work nobody will read.
+            if done.is_closed() {
+                return;
+            }
             let _ = done.send(work());
         });
         self.jobs.send(job).ok()?;
@@ -232,6 +238,38 @@ mod tests {
                 .all(|nice| *nice == (own + HASHING_NICENESS).min(19)),
             "own {own}, hashing threads {hashing:?}"
         );
+    }
+
+    /// Work queued for a caller that has gone is skipped, not computed.
+    #[test]
+    fn abandoned_jobs_are_skipped() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let worker = PasswordWorker::new(HashParams::default(), 1).expect("worker");
+        let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        runtime.block_on(async {
+            // Hold the only hashing thread until the abandoned jobs are queued behind it.
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let blocker = tokio::spawn({
+                let worker = worker.clone();
+                async move { worker.run(move || held.recv().is_ok()).await }
+            });
+            tokio::task::yield_now().await;
+            for _ in 0..5 {
+                let ran = Arc::clone(&ran);
+                let abandoned = worker.run(move || {
+                    ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                });
+                // Polled once (the job is queued), then dropped like a disconnected client.
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(1), abandoned).await;
+            }
+            release.send(()).expect("release");
+            assert_eq!(blocker.await.expect("blocker"), Some(true));
+            assert_eq!(worker.run(|| 7).await, Some(7), "later work still runs");
+        });
+        assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     #[test]
