@@ -125,17 +125,12 @@ impl JobQueue {
             Err(PushError::Full(job) | PushError::Closed(job)) => return self.push_kept(job),
         };
         let deadline = tokio::time::Instant::now() + wait;
-        let mut waiter = Waiter {
-            queue: self,
-            job: Some(job),
-            counted: false,
-        };
+        let mut waiter = Waiter::new(self, job);
         loop {
             // Registered before the attempt, so room made in between is not missed.
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            waiter.count(true);
             let Some(job) = waiter.job.take() else {
                 return;
             };
@@ -147,9 +142,7 @@ impl JobQueue {
                     return;
                 }
             }
-            let room_made = tokio::time::timeout_at(deadline, room).await.is_ok();
-            waiter.count(false);
-            if !room_made {
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
                 return;
             }
         }
@@ -157,15 +150,7 @@ impl JobQueue {
 
     /// Queues the writer's stop order whatever the queue holds: it ends the writer.
     pub fn push_stop(&self, job: Job) -> Result<(), PushError> {
-        {
-            let mut jobs = self.lock();
-            if self.closed.load(Ordering::Acquire) {
-                return Err(PushError::Closed(job));
-            }
-            jobs.push_back(job);
-        }
-        self.nudge(true);
-        Ok(())
+        self.push_below(job, usize::MAX, true)
     }
 
     fn lose(&self, job: &Job, why: &'static str) {
@@ -237,31 +222,27 @@ impl JobQueue {
     }
 }
 
-/// A refusal's job while it waits for room (see [`JobQueue::push_when_room`]). Dropping it,
-/// on any way out including the request's future being dropped, gives back its place in the
-/// waiter count and puts a job it still holds into the reserve.
+/// A refusal's job while it waits for room (see [`JobQueue::push_when_room`]), counted among
+/// the waiters. Dropping it, on any way out including the request's future being dropped,
+/// leaves the count and puts a job it still holds into the reserve.
 struct Waiter<'a> {
     queue: &'a JobQueue,
     job: Option<Job>,
-    counted: bool,
 }
 
-impl Waiter<'_> {
-    fn count(&mut self, waiting: bool) {
-        if waiting != self.counted {
-            if waiting {
-                self.queue.waiting_for_room.fetch_add(1, Ordering::AcqRel);
-            } else {
-                self.queue.waiting_for_room.fetch_sub(1, Ordering::AcqRel);
-            }
-            self.counted = waiting;
+impl<'a> Waiter<'a> {
+    fn new(queue: &'a JobQueue, job: Job) -> Waiter<'a> {
+        queue.waiting_for_room.fetch_add(1, Ordering::AcqRel);
+        Waiter {
+            queue,
+            job: Some(job),
         }
     }
 }
 
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
-        self.count(false);
+        self.queue.waiting_for_room.fetch_sub(1, Ordering::AcqRel);
         if let Some(job) = self.job.take() {
             self.queue.push_kept(job);
         }

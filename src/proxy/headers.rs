@@ -48,9 +48,9 @@ const FORWARDING: [&str; 5] = [
 /// slice would keep that whole buffer alive as long as the client's connection stays open:
 /// measured, 4 KB more RSS per idle HTTP/2 connection (the buffer is only partly touched).
 /// Values HPACK never indexes (sensitive ones, and h2's `skip_value_index` names) are left
-/// as they are. The copies
-/// cost about 1.5k instructions per HTTP/2 request (`benches/load/instructions`); a per-thread
-/// cache of recent values saved 0.6k of them and was not worth its code.
+/// as they are. The copies cost about 1.5k instructions per HTTP/2 request
+/// (`benches/load/instructions`); a per-thread cache of recent values saved 0.6k of them and
+/// was not worth its code.
 pub fn detach_values(headers: &mut HeaderMap) {
     for (name, value) in headers.iter_mut() {
         let never_indexed = matches!(
@@ -64,8 +64,7 @@ pub fn detach_values(headers: &mut HeaderMap) {
         if never_indexed || value.is_sensitive() {
             continue;
         }
-        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
-            copy.set_sensitive(value.is_sensitive());
+        if let Ok(copy) = HeaderValue::from_bytes(value.as_bytes()) {
             *value = copy;
         }
     }

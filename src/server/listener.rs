@@ -169,7 +169,7 @@ async fn serve(
 
 /// How [`drive`] left a connection.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Ended {
+pub(super) enum Ended {
     /// The connection is over (closed by either side, or failed).
     Closed,
     /// hyper let go of an idle connection whose stream stays open (`park.rs`).
@@ -183,7 +183,7 @@ pub enum Ended {
 /// once it has been idle for `keepalive` (`graceful_shutdown` asks it to finish what is in
 /// flight and close). With `park_after`, a connection idle that long is parked instead, if
 /// hyper can let go of it at once (`park.rs`).
-pub async fn drive<C, G>(
+pub(super) async fn drive<C, G>(
     mut connection: Pin<&mut C>,
     graceful_shutdown: G,
     activity: &Activity,

@@ -599,14 +599,6 @@ async fn refused_requests(proxy: &Wardgate, count: usize, parallel: usize) -> Ve
     statuses
 }
 
-fn lost_total(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("wardgate_audit_records_lost_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn a_flood_of_refusals_stays_bounded_and_the_trail_reports_what_it_lost() {
     let backend = Backend::start().await;
@@ -628,7 +620,7 @@ async fn a_flood_of_refusals_stays_bounded_and_the_trail_reports_what_it_lost() 
         "the flood started threads: {threads} before, {} after",
         proxy.threads()
     );
-    assert_eq!(lost_total(&proxy.metrics().await), 384);
+    assert_eq!(proxy.metric("wardgate_audit_records_lost_total").await, 384);
     assert!(proxy.wait_for_log("audit record lost", Duration::from_secs(2)));
 
     std::fs::remove_file(home.join("blocked")).expect("unblock");
@@ -663,7 +655,7 @@ async fn refusals_wait_for_room_instead_of_being_lost() {
     let dir = proxy.config_path.parent().expect("dir").to_path_buf();
     let statuses = refused_requests(&proxy, 480, 24).await;
     assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
-    assert_eq!(lost_total(&proxy.metrics().await), 0);
+    assert_eq!(proxy.metric("wardgate_audit_records_lost_total").await, 0);
     let mut written = 0;
     for _ in 0..50 {
         written = records(&dir)

@@ -200,11 +200,7 @@ async fn keepalive_outlives_the_header_read_timeout_but_a_silent_connection_does
 async fn parked_connections(proxy: &Wardgate, want: u64) -> u64 {
     let mut parked = u64::MAX;
     for _ in 0..50 {
-        let metrics = proxy.metrics().await;
-        parked = metrics
-            .lines()
-            .find_map(|line| line.strip_prefix("wardgate_parked_connections "))
-            .map_or(0, |value| value.trim().parse().expect("gauge value"));
+        parked = proxy.metric("wardgate_parked_connections").await;
         if parked == want {
             break;
         }

@@ -231,6 +231,16 @@ impl Wardgate {
         false
     }
 
+    /// The value of the unlabelled metric `name` (0 while it has not been recorded).
+    pub async fn metric(&self, name: &str) -> u64 {
+        let prefix = format!("{name} ");
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .map_or(0, |value| value.trim().parse().expect("metric value"))
+    }
+
     /// How many threads the proxy process runs now.
     pub fn threads(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/task", self.child.id()))

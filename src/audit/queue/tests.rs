@@ -75,15 +75,24 @@ async fn full_queue_with_a_waiting_refusal(
     (queue, waiting)
 }
 
-#[tokio::test]
-async fn a_refusal_waits_for_room_and_gives_up_into_the_reserve() {
-    let (queue, waiting) = full_queue_with_a_waiting_refusal().await;
+/// Drains `count` jobs, which must wake the `waiting` refusal and let it in.
+async fn drain_and_see_it_queued(
+    queue: &JobQueue,
+    count: usize,
+    waiting: tokio::task::JoinHandle<()>,
+) {
     let mut jobs = Vec::new();
-    queue.drain(1, &mut jobs);
+    queue.drain(count, &mut jobs);
     tokio::time::timeout(Duration::from_secs(1), waiting)
         .await
         .expect("room wakes it")
         .expect("task");
+}
+
+#[tokio::test]
+async fn a_refusal_waits_for_room_and_gives_up_into_the_reserve() {
+    let (queue, waiting) = full_queue_with_a_waiting_refusal().await;
+    drain_and_see_it_queued(&queue, 1, waiting).await;
     assert_eq!(queued(&queue), 1);
 
     // Full and no room made in time: the record goes to the reserve instead.
@@ -107,12 +116,7 @@ async fn waiting_refusals_leave_the_upper_half_to_phi_admissions() {
         queue.try_push(record("access"), false),
         Err(PushError::Full(_))
     ));
-    let mut jobs = Vec::new();
-    queue.drain(3, &mut jobs);
-    tokio::time::timeout(Duration::from_secs(1), waiting)
-        .await
-        .expect("room below half wakes it")
-        .expect("task");
+    drain_and_see_it_queued(&queue, 3, waiting).await;
     assert_eq!(queued(&queue), 2);
 }
 
