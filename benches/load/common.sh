@@ -25,9 +25,15 @@ make_cert_and_content() {
   chmod 755 "$work"; chmod -R a+rX "$work/www"   # nginx workers run unprivileged
 }
 
-# The backend: nginx (one worker) serving `$1/www` over plain HTTP on 127.0.0.1:$2.
+# The backend: nginx (one worker) serving `$1/www` over plain HTTP on 127.0.0.1:$2 and, when
+# `$3` is given, over TLS 1.3 with HTTP/2 on 127.0.0.1:$3 (the "direct" row of the HTTP/2 case).
 start_backend() {
-  local work=$1 port=$2
+  local work=$1 port=$2 tls_port=${3:-}
+  local tls_server=""
+  if [ -n "$tls_port" ]; then
+    tls_server="server { listen 127.0.0.1:$tls_port ssl http2; root $work/www; default_type application/json;
+    ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem; ssl_protocols TLSv1.3; }"
+  fi
   cat > "$work/nginx-backend.conf" <<EOF
 worker_processes 1;
 pid $work/nginx-backend.pid;
@@ -39,6 +45,7 @@ http {
   uwsgi_temp_path $work/tmp; scgi_temp_path $work/tmp;
   keepalive_requests 1000000;
   server { listen 127.0.0.1:$port; root $work/www; default_type application/json; }
+  $tls_server
 }
 EOF
   nginx -c "$work/nginx-backend.conf" -p "$work"
