@@ -131,7 +131,12 @@ pub async fn authenticate(
         };
     };
     let principal = session::validate(app, token, crate::state::unix_now()).await?;
-    let unsafe_method = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    // A WebSocket handshake is a GET, but it opens a two-way channel that a page of another
+    // origin (same site included, so `SameSite` does not help) could drive with the user's
+    // cookie: cross-site WebSocket hijacking. Browsers send `Origin` with every handshake, so
+    // it is checked as an unsafe method is.
+    let unsafe_method = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        || headers.contains_key(http::header::UPGRADE);
     if source == CredentialSource::Cookie
         && unsafe_method
         && !same_origin(headers, &app.config.listen.public_url)

@@ -43,8 +43,12 @@ pub async fn forward(
     if req.body().size_hint().lower() > route.max_body {
         return Err(GateError::BodyTooLarge);
     }
-    let upgrade = upgrade::is_upgrade(&req);
-    let websocket = upgrade && upgrade::is_websocket(&req);
+    // Only WebSocket upgrades are tunnelled. Any other protocol (`h2c` above all) is dropped
+    // with the hop-by-hop headers and the request forwarded as plain HTTP: a tunnel to a
+    // protocol Wardgate does not speak would carry later requests past routing, policy and
+    // audit.
+    let upgrade = upgrade::is_upgrade(&req) && upgrade::is_websocket(&req);
+    let websocket = upgrade;
     if websocket {
         // Messages are relayed one by one; compression extensions are not negotiated.
         req.headers_mut().remove("sec-websocket-extensions");
@@ -65,6 +69,8 @@ pub async fn forward(
             http::HeaderValue::from_static("1"),
         );
     }
+    let signed_in = matches!(permit.caller(), crate::authn::Caller::User(..));
+    headers::remove_credentials(&mut parts.headers, signed_in);
     if let crate::authn::Caller::User(principal, _) = permit.caller() {
         headers::set_identity(&mut parts.headers, principal);
         let issuer = &app.config.listen.public_url;
@@ -154,7 +160,12 @@ pub async fn forward(
         };
         pool.restore(chosen);
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        headers::remove_hop_by_hop(response.headers_mut(), switching && upgrade);
+        if switching && !upgrade {
+            return Err(GateError::UpstreamFailed(
+                "backend switched protocols without a WebSocket upgrade being asked".into(),
+            ));
+        }
+        headers::remove_hop_by_hop(response.headers_mut(), switching);
         if client_h2 {
             headers::detach_values(response.headers_mut());
         }
@@ -169,7 +180,6 @@ pub async fn forward(
                     route: route.name.to_string(),
                     idle: app.config.proxy.websocket_idle_timeout,
                     pings_are_activity: app.config.proxy.websocket_pings_are_activity,
-                    websocket,
                     live: opened().map(|opened| app.live.register(opened)),
                 };
                 tokio::spawn(tunnel.run(client_upgrade, upstream_upgrade));

@@ -23,7 +23,7 @@ pub struct ClientIdentity {
 /// Facts about one client connection, shared by its requests.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
-    /// The TCP peer.
+    /// The TCP peer (an IPv4-mapped IPv6 address as the IPv4 address it is).
     pub peer: SocketAddr,
     /// The peer's address as text (an IPv4-mapped IPv6 address shown as IPv4), formatted once
     /// per connection for the audit records and `X-Forwarded-For` of its requests.
@@ -134,12 +134,11 @@ impl RequestCtx {
 impl ConnInfo {
     /// Facts of a connection from `peer`.
     pub fn new(peer: SocketAddr, client_identity: Option<Arc<ClientIdentity>>) -> ConnInfo {
-        let ip = match peer.ip() {
-            std::net::IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
-            std::net::IpAddr::V4(v4) => v4.to_string(),
-        };
+        // On a dual-stack listener (`[::]:port`) an IPv4 client arrives as `::ffff:a.b.c.d`,
+        // which no IPv4 network contains: policy `networks`, `trusted_proxies` and per-address
+        // limits must see the IPv4 address the operator wrote rules for.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let ip = peer.ip().to_string();
         ConnInfo {
             peer,
             forwarded_for: HeaderValue::from_str(&ip).ok(),
@@ -159,4 +158,25 @@ pub fn is_browser_navigation<B>(req: &http::Request<B>) -> bool {
             .get(http::header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|accept| accept.contains("text/html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dual-stack listener sees IPv4 clients as `::ffff:a.b.c.d`; rules name IPv4 networks.
+    #[test]
+    fn ipv4_mapped_peers_are_seen_as_ipv4() {
+        let mapped: SocketAddr = "[::ffff:203.0.113.5]:4000".parse().expect("addr");
+        let conn = ConnInfo::new(mapped, None);
+        assert_eq!(
+            conn.peer,
+            "203.0.113.5:4000".parse::<SocketAddr>().expect("addr")
+        );
+        assert_eq!(&*conn.peer_ip, "203.0.113.5");
+        let network: ipnet::IpNet = "203.0.113.0/24".parse().expect("net");
+        assert!(network.contains(&conn.peer.ip()));
+        let v6: SocketAddr = "[2001:db8::1]:4000".parse().expect("addr");
+        assert_eq!(ConnInfo::new(v6, None).peer, v6);
+    }
 }

@@ -36,6 +36,17 @@ impl RequestTarget {
 
     /// Reads and checks the target of `req`.
     pub fn from_request<B>(req: &Request<B>) -> Result<RequestTarget, GateError> {
+        // Methods are case-sensitive (RFC 9110 §9.1): `delete` is not `DELETE` to route and
+        // policy method lists (written upper case), but some backend frameworks upper-case it.
+        // Refused rather than guessed at.
+        if req
+            .method()
+            .as_str()
+            .bytes()
+            .any(|b| b.is_ascii_lowercase())
+        {
+            return Err(GateError::BadRequest("method is not upper case"));
+        }
         let mut host_headers = req.headers().get_all(HOST).iter();
         let header = host_headers.next();
         if host_headers.next().is_some() {
@@ -80,15 +91,30 @@ impl RequestTarget {
     }
 }
 
+/// The host of `authority` (`host[:port]`), after checking that whatever follows the host is
+/// a port: the whole authority is forwarded as `Host` and `X-Forwarded-Host`, so nothing but
+/// the host that routing saw and a port may ride along (`a.org:x/evil`, `[::1]junk`).
 fn host_without_port(authority: &str) -> Result<Text, GateError> {
-    let host = if authority.starts_with('[') {
-        let end = authority
+    let host_end = if authority.starts_with('[') {
+        authority
             .find(']')
-            .ok_or(GateError::BadRequest("bad IPv6 host"))?;
-        &authority[..=end]
+            .ok_or(GateError::BadRequest("bad IPv6 host"))?
+            + 1
     } else {
-        authority.split(':').next().unwrap_or_default()
+        authority.find(':').unwrap_or(authority.len())
     };
+    let (host, port) = authority.split_at(host_end);
+    let port_valid = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|digits| {
+            digits.len() <= 5
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && digits
+                    .parse::<u32>()
+                    .map_or(digits.is_empty(), |n| n <= 65_535)
+        });
+    if !port_valid {
+        return Err(GateError::BadRequest("invalid port"));
+    }
     let valid = !host.is_empty()
         && host
             .bytes()
@@ -140,5 +166,47 @@ mod tests {
         assert!(target("/a", &["a.org", "b.org"]).is_err());
         assert!(target("https://a.org/x", &["b.org"]).is_err());
         assert!(target("/a", &["a b"]).is_err());
+    }
+
+    #[test]
+    fn only_a_port_may_follow_the_host() {
+        for good in [
+            "a.org",
+            "a.org:8443",
+            "a.org:",
+            "[::1]",
+            "[::1]:443",
+            "a.org:65535",
+        ] {
+            assert!(target("/a", &[good]).is_ok(), "{good}");
+        }
+        for bad in [
+            "a.org:x",
+            "a.org:443/evil",
+            "a.org:443:1",
+            "a.org:65536",
+            "a.org:000443",
+            "[::1]junk",
+            "[::1]:x",
+        ] {
+            assert!(target("/a", &[bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn methods_must_be_upper_case() {
+        let request = |method: &str| {
+            let req = Request::builder()
+                .method(method)
+                .uri("/a")
+                .header(HOST, "a.org")
+                .body(())
+                .expect("request");
+            RequestTarget::from_request(&req)
+        };
+        assert!(request("DELETE").is_ok());
+        assert!(request("M-SEARCH").is_ok());
+        assert!(request("delete").is_err());
+        assert!(request("Get").is_err());
     }
 }

@@ -208,11 +208,29 @@ pub const X_WARDGATE_BREAK_GLASS: HeaderName = HeaderName::from_static("x-wardga
 const X_WARDGATE_USER: HeaderName = HeaderName::from_static("x-wardgate-user");
 const X_WARDGATE_ROLES: HeaderName = HeaderName::from_static("x-wardgate-roles");
 
-/// Writes the verified caller's identity for the backend (after all client values were removed)
-/// and removes the Wardgate session credential: backends learn who is calling from Wardgate,
-/// and never hold a token they could replay.
-pub fn set_identity(headers: &mut HeaderMap, principal: &crate::authn::Principal) {
-    headers.remove(header::AUTHORIZATION);
+/// Removes Wardgate's own credentials from a request about to be forwarded, whoever the caller
+/// is: a session token in `Authorization: Bearer` and the `__Host-wardgate*` cookies (session,
+/// pending sign-in, single sign-on flow). Backends, public ones included, learn who is calling
+/// from Wardgate and never hold a token they could replay. A browser sends the session cookie
+/// with every request to the origin, public routes too, so this cannot depend on the route.
+/// `signed_in` (the caller was authenticated by a session) removes any `Authorization`.
+pub fn remove_credentials(headers: &mut HeaderMap, signed_in: bool) {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.as_bytes().get(..7))
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer "));
+    if signed_in || bearer {
+        headers.remove(header::AUTHORIZATION);
+    }
+    let carries_ours = headers.get_all(header::COOKIE).iter().any(|value| {
+        value
+            .as_bytes()
+            .windows(15)
+            .any(|w| w == b"__Host-wardgate")
+    });
+    if !carries_ours {
+        return;
+    }
     let kept: Vec<String> = headers
         .get_all(header::COOKIE)
         .iter()
@@ -228,6 +246,11 @@ pub fn set_identity(headers: &mut HeaderMap, principal: &crate::authn::Principal
             headers.insert(header::COOKIE, cookie);
         }
     }
+}
+
+/// Writes the verified caller's identity for the backend (after all client values were
+/// removed, [`remove_credentials`] included).
+pub fn set_identity(headers: &mut HeaderMap, principal: &crate::authn::Principal) {
     let texts = principal.user.identity_texts();
     if let Some(user) = &texts.user_header {
         headers.insert(X_WARDGATE_USER, user.clone());

@@ -7,15 +7,16 @@
 //! (policy violation) and the backend a normal close. Idle time counts traffic both ways;
 //! whether pings count is `[proxy] websocket_pings_are_activity`. Extensions
 //! (`permessage-deflate`) are not negotiated: the upgrade request reaches the backend without
-//! `Sec-WebSocket-Extensions`. Other upgrade protocols are copied as bytes and cut off
-//! (no close frame exists for them) when their session ends.
+//! `Sec-WebSocket-Extensions`. No other upgrade is tunnelled (`proxy.rs` drops the request's
+//! `Upgrade` unless it asks for WebSocket): bytes Wardgate cannot read would let later
+//! requests on the connection (`h2c` above all) pass routing, policy and audit.
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -61,8 +62,6 @@ pub struct Tunnel {
     pub idle: Duration,
     /// Whether ping/pong frames count as traffic.
     pub pings_are_activity: bool,
-    /// Relay WebSocket messages (else raw bytes).
-    pub websocket: bool,
     /// Registration against the session (absent on public routes).
     pub live: Option<LiveGuard>,
 }
@@ -87,11 +86,7 @@ impl Tunnel {
             }
         };
         metrics::gauge!("wardgate_open_tunnels", "route" => self.route.clone()).increment(1.0);
-        let end = if self.websocket {
-            self.websockets(client, upstream).await
-        } else {
-            self.bytes(client, upstream).await
-        };
+        let end = self.websockets(client, upstream).await;
         metrics::gauge!("wardgate_open_tunnels", "route" => self.route.clone()).decrement(1.0);
         drop(end);
     }
@@ -242,38 +237,6 @@ impl Tunnel {
         .await;
         end
     }
-
-    async fn bytes(&mut self, client: Upgraded, upstream: Upgraded) -> End {
-        let (mut client_read, mut client_write) = tokio::io::split(TokioIo::new(client));
-        let (mut upstream_read, mut upstream_write) = tokio::io::split(TokioIo::new(upstream));
-        let mut client_buf = vec![0u8; 16 * 1024];
-        let mut upstream_buf = vec![0u8; 16 * 1024];
-        let (mut client_open, mut upstream_open) = (true, true);
-        let mut deadline = Instant::now() + self.idle;
-        let end = loop {
-            if !client_open && !upstream_open {
-                break End::Closed;
-            }
-            tokio::select! {
-                read = client_read.read(&mut client_buf), if client_open => match read {
-                    Ok(0) | Err(_) => { client_open = false; let _ = upstream_write.shutdown().await; }
-                    Ok(n) => if relay(&mut upstream_write, &client_buf[..n]).await.is_err() { break End::Failed("upstream write failed") },
-                },
-                read = upstream_read.read(&mut upstream_buf), if upstream_open => match read {
-                    Ok(0) | Err(_) => { upstream_open = false; let _ = client_write.shutdown().await; }
-                    Ok(n) => if relay(&mut client_write, &upstream_buf[..n]).await.is_err() { break End::Failed("client write failed") },
-                },
-                reason = Self::revoked(&mut self.live) => break End::Revoked(reason),
-                () = sleep_until(deadline) => break End::Idle,
-            }
-            deadline = Instant::now() + self.idle;
-            self.active();
-        };
-        self.log(&end);
-        let _ = client_write.shutdown().await;
-        let _ = upstream_write.shutdown().await;
-        end
-    }
 }
 
 async fn drain<S>(stream: &mut S)
@@ -281,13 +244,4 @@ where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     while let Some(Ok(_)) = stream.next().await {}
-}
-
-/// Writes and flushes, so a frame is not left in a TLS buffer while the tunnel waits.
-async fn relay<W: tokio::io::AsyncWrite + Unpin>(
-    writer: &mut W,
-    bytes: &[u8],
-) -> std::io::Result<()> {
-    writer.write_all(bytes).await?;
-    writer.flush().await
 }

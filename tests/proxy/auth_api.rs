@@ -123,6 +123,45 @@ async fn cookie_session_works_and_cookie_posts_need_our_origin() {
         "app_pref=dark",
         "the session cookie must not reach the backend"
     );
+    // A browser sends the cookie to public routes too: it must not reach their backends
+    // either, nor a session token sent as a bearer credential.
+    let token = cookie.trim_start_matches("__Host-wardgate=");
+    let public = client
+        .get(proxy.url("/pub/page"))
+        .header(
+            "cookie",
+            format!("{with_app_cookie}; __Host-wardgate-pending=p"),
+        )
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(public.status(), 200);
+    let seen = backend.last();
+    assert_eq!(seen.path_and_query, "/pub/page");
+    assert_eq!(
+        seen.headers["cookie"], "app_pref=dark",
+        "{:?}",
+        seen.headers
+    );
+    assert!(
+        seen.headers.get("authorization").is_none(),
+        "the session token must not reach a public backend"
+    );
+    let only_ours = client
+        .get(proxy.url("/pub/page"))
+        .header("cookie", &cookie)
+        .header("authorization", "Basic YXBwOmtleQ==")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(only_ours.status(), 200);
+    let seen = backend.last();
+    assert!(seen.headers.get("cookie").is_none(), "{:?}", seen.headers);
+    assert_eq!(
+        seen.headers["authorization"], "Basic YXBwOmtleQ==",
+        "a public backend's own credentials pass"
+    );
     let cross = client
         .post(proxy.url(PROTECTED))
         .header("cookie", &cookie)
@@ -146,7 +185,7 @@ async fn cookie_session_works_and_cookie_posts_need_our_origin() {
         .await
         .expect("post");
     assert_eq!(same.status(), 200);
-    assert_eq!(backend.seen().len(), 2);
+    assert_eq!(backend.seen().len(), 4);
     // Logout by cookie from another origin is refused; from ours it works.
     let evil_logout = client
         .post(proxy.url("/.wardgate/api/logout"))

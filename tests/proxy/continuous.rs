@@ -405,3 +405,32 @@ async fn a_long_response_stream_is_reset_when_its_session_ends() {
     assert_eq!(records[0]["route"], "private");
     assert_eq!(records[0]["reason"], "session ended");
 }
+
+/// Cross-site WebSocket hijacking: a handshake authenticated by the session cookie must come
+/// from Wardgate's own origin, like any unsafe request (browsers always send `Origin` with it).
+#[tokio::test]
+async fn a_cookie_websocket_from_another_origin_is_refused() {
+    let backend = Backend::start().await;
+    let (dir, path) = write_config(&config(backend.addr, ""));
+    let alice = add_user(&path, "alice", &[], true);
+    let proxy = Wardgate::start_in(dir, path);
+    let token = token(&proxy, &alice, &code(&alice)).await;
+    let ours = format!("https://127.0.0.1:{}", proxy.public.port());
+    let handshake = |origin: &str| {
+        format!(
+            "GET /private/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: {origin}\r\n\
+             Cookie: __Host-wardgate={token}\r\n\r\n"
+        )
+    };
+    let ca = proxy.dev_cert();
+    for foreign in ["https://blog.127.0.0.1.nip.io", "https://evil.example"] {
+        let response = raw::send(proxy.public, &ca, handshake(foreign).as_bytes()).await;
+        assert_eq!(raw::status(&response), 403, "{foreign}: {response}");
+    }
+    assert!(backend.paths().is_empty(), "{:?}", backend.paths());
+    let response = raw::send(proxy.public, &ca, handshake(&ours).as_bytes()).await;
+    assert_eq!(raw::status(&response), 101, "{response}");
+    assert_eq!(backend.paths(), vec!["/private/ws".to_string()]);
+}

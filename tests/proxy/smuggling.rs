@@ -189,3 +189,55 @@ async fn h2_requests_with_connection_specific_headers_are_refused_not_downgraded
         "forwarded: {paths:?}"
     );
 }
+
+/// Only WebSocket upgrades are tunnelled. An `h2c` upgrade would turn the connection into a
+/// tunnel to the backend, and every request after it would skip routing, policy and audit:
+/// it reaches the backend as a plain request without `Upgrade`, and a backend that switches
+/// protocols anyway gets a 502, not a tunnel.
+#[tokio::test]
+async fn h2c_upgrades_are_not_tunnelled() {
+    let backend = Backend::start().await;
+    let proxy = Wardgate::start(&config(backend.addr, ""));
+    let ca = proxy.dev_cert();
+    // `HTTP2-Settings` is left out of `Connection` on purpose, so hop-by-hop rules alone would
+    // not remove it; `/ws` on the test backend switches protocols whatever is asked.
+    let h2c = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\
+               HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n";
+    let response = raw::send(proxy.public, &ca, h2c.as_bytes()).await;
+    assert_eq!(raw::status(&response), 502, "{response}");
+    let seen = backend.last();
+    assert_eq!(seen.path_and_query, "/ws");
+    assert!(
+        seen.headers.get("upgrade").is_none() && seen.headers.get("connection").is_none(),
+        "the h2c upgrade reached the backend: {:?}",
+        seen.headers
+    );
+    // On a path that does not switch, the request is simply answered as HTTP/1.1.
+    let plain = "GET /pub/h2c HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, close\r\n\
+                 Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n";
+    let response = raw::send(proxy.public, &ca, plain.as_bytes()).await;
+    assert_eq!(raw::status(&response), 200, "{response}");
+    assert!(backend.last().headers.get("upgrade").is_none());
+}
+
+/// Route and policy method lists are upper case; a lower-case method (`delete`), which some
+/// backend frameworks upper-case, must not slip past a rule written for `DELETE`. Likewise a
+/// `Host` must be a host and a port, nothing more: it is forwarded whole.
+#[tokio::test]
+async fn lower_case_methods_and_junk_after_the_host_are_refused() {
+    let backend = Backend::start().await;
+    let proxy = Wardgate::start(&config(backend.addr, ""));
+    let ca = proxy.dev_cert();
+    for request in [
+        "delete /pub/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        "Get /pub/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        "GET /pub/x HTTP/1.1\r\nHost: 127.0.0.1:x/evil\r\nConnection: close\r\n\r\n",
+        "GET /pub/x HTTP/1.1\r\nHost: 127.0.0.1:443:1\r\nConnection: close\r\n\r\n",
+    ] {
+        let response = raw::send(proxy.public, &ca, request.as_bytes()).await;
+        assert_eq!(raw::status(&response), 400, "{request:?}: {response}");
+    }
+    assert!(backend.paths().is_empty(), "{:?}", backend.paths());
+    let response = raw::send(proxy.public, &ca, &raw::get("/pub/x")).await;
+    assert_eq!(raw::status(&response), 200, "{response}");
+}
