@@ -48,15 +48,36 @@ pub struct Auditor {
 /// Proof that an allowed request was recorded, handed from admission to forwarding. For an
 /// audited access it carries the completion record, already filled with the request's fields
 /// (built once: the session hash and the address are not computed twice per request).
+///
+/// A ticket dropped while it still holds its completion means the request was cancelled
+/// after admission and before a response (the client reset the stream or went away, or
+/// shutdown ended it): the backend may have acted, so the completion is written then, saying
+/// so. Forwarding errors [`disarm`](AuditTicket::disarm) it: their refusal record says what
+/// happened.
 #[derive(Debug)]
 pub struct AuditTicket {
-    completion: Option<AuditRecord>,
+    completion: Option<(AuditRecord, Arc<Auditor>)>,
 }
 
 impl AuditTicket {
-    /// The completion record to write when the response ends (`None`: not an audited access).
-    pub fn into_completion(self) -> Option<AuditRecord> {
-        self.completion
+    /// Takes the completion record to write when the response ends (`None`: not an audited
+    /// access, or already taken).
+    pub fn take_completion(&mut self) -> Option<AuditRecord> {
+        self.completion.take().map(|(record, _)| record)
+    }
+
+    /// Forgets the completion: the request ended in an error that is recorded as a refusal.
+    pub fn disarm(&mut self) {
+        self.completion = None;
+    }
+}
+
+impl Drop for AuditTicket {
+    fn drop(&mut self) {
+        if let Some((mut record, auditor)) = self.completion.take() {
+            record.reason = Some("cancelled before the backend answered".into());
+            auditor.submit_kept(record);
+        }
     }
 }
 
@@ -80,7 +101,26 @@ impl Auditor {
         let writer_jobs = Arc::clone(&jobs);
         let spawned = std::thread::Builder::new()
             .name("wardgate-audit".into())
-            .spawn(move || writer::run(settings, key, writer_jobs, flag, alerts));
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| {
+                    writer::run(
+                        settings,
+                        key,
+                        Arc::clone(&writer_jobs),
+                        Arc::clone(&flag),
+                        alerts,
+                    );
+                });
+                if std::panic::catch_unwind(run).is_err() {
+                    // Fail closed: with no writer, nothing may be admitted as if recorded.
+                    flag.store(false, Ordering::Relaxed);
+                    let lost = writer_jobs.abandon("the audit writer failed");
+                    tracing::error!(
+                        lost,
+                        "the audit writer failed; PHI requests are refused until Wardgate restarts"
+                    );
+                }
+            });
         if let Err(err) = spawned {
             tracing::error!(error = %err, "cannot start the audit writer; PHI requests will be refused");
         }
@@ -147,11 +187,16 @@ impl Auditor {
         }
     }
 
-    /// Writes `audit_stop` and waits for everything queued to be on disk.
-    pub async fn stop(&self) {
+    /// Writes `audit_stop` and waits (up to 10 s) for everything queued to be on disk.
+    /// `Err` carries how many records were still queued when the wait ended: the writer could
+    /// not write them (failing disk) and they are lost with the process.
+    pub async fn stop(&self) -> Result<(), usize> {
         let (done, finished) = oneshot::channel();
         let _ = self.jobs.push_stop(writer::Job::Stop(done));
-        let _ = tokio::time::timeout(Duration::from_secs(10), finished).await;
+        match tokio::time::timeout(Duration::from_secs(10), finished).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(self.jobs.queued()),
+        }
     }
 }
 
@@ -225,7 +270,7 @@ pub async fn admit(
         AuditMode::Strict => app.audit.submit_durable(record).await?,
     }
     Ok(AuditTicket {
-        completion: Some(completion),
+        completion: Some((completion, Arc::clone(&app.audit))),
     })
 }
 

@@ -96,7 +96,12 @@ async fn pipeline(
         grant,
     )?;
     // 6. audit: a PHI access is recorded first, or refused (503).
-    let ticket = audit::admit(app, ctx, &permit, &target, req.method()).await?;
-    // 7. forward: stream to the upstream and back.
-    proxy::forward(app, ctx, &permit, ticket, &target, req).await
+    let mut ticket = audit::admit(app, ctx, &permit, &target, req.method()).await?;
+    // 7. forward: stream to the upstream and back. An error is recorded as a refusal; a
+    // request dropped before its answer leaves a completion saying so (see `AuditTicket`).
+    let forwarded = proxy::forward(app, ctx, &permit, &mut ticket, &target, req).await;
+    if forwarded.is_err() {
+        ticket.disarm();
+    }
+    forwarded
 }

@@ -32,7 +32,7 @@ pub async fn forward(
     app: &App,
     ctx: &mut RequestCtx,
     permit: &Permit,
-    ticket: AuditTicket,
+    ticket: &mut AuditTicket,
     target: &RequestTarget,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, GateError> {
@@ -198,7 +198,7 @@ pub async fn forward(
                 }
             }),
         };
-        let Some(mut record) = ticket.into_completion() else {
+        let Some(mut record) = ticket.take_completion() else {
             return Ok(response);
         };
         record.status = Some(response.status().as_u16());

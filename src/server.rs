@@ -101,6 +101,9 @@ pub enum ServeError {
     /// The serving threads could not be started.
     #[error("cannot start the serving threads: {0}")]
     Workers(std::io::Error),
+    /// At shutdown the audit writer could not write everything queued (failing disk).
+    #[error("audit trail not closed: records still queued at shutdown were not written")]
+    AuditNotClosed,
 }
 
 /// The configured state store; Redis connects in the background (not ready until it answers).
@@ -234,7 +237,13 @@ pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), Serv
         Ok(_) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("drain deadline reached; closing remaining connections"),
     }
-    shared.audit.stop().await;
+    if let Err(queued) = shared.audit.stop().await {
+        tracing::error!(
+            queued,
+            "audit trail not closed: the writer did not finish in time; records it had not written are lost"
+        );
+        return Err(ServeError::AuditNotClosed);
+    }
     tracing::info!("audit trail closed");
     Ok(())
 }

@@ -211,6 +211,22 @@ impl JobQueue {
         }
     }
 
+    /// After the writer failed: closes the queue (admissions then fail closed) and counts
+    /// every record still in it as lost (strict callers see their acknowledgement dropped).
+    pub fn abandon(&self, why: &'static str) -> usize {
+        let mut left = Vec::new();
+        self.close_and_drain(&mut left);
+        for job in &left {
+            self.lose(job, why);
+        }
+        left.len()
+    }
+
+    /// How many jobs wait for the writer.
+    pub fn queued(&self) -> usize {
+        self.lock().len()
+    }
+
     /// Writer side, on its stop order: refuses every later job (they are counted as lost) and
     /// moves everything still queued into `into`, so nothing is left unread behind the stop.
     pub fn close_and_drain(&self, into: &mut Vec<Job>) {

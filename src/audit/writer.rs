@@ -69,29 +69,18 @@ fn open_chain(dir: &Path) -> std::io::Result<Chain> {
     let Some(path) = files.pop() else {
         return new_file(dir, 0, GENESIS.to_string());
     };
-    let mut good_len = 0u64;
-    let mut last = None;
-    let handle = File::open(&path)?;
-    let file_len = handle.metadata()?.len();
-    for line in BufReader::new(handle).split(b'\n') {
-        let line = line?;
-        if good_len + line.len() as u64 + 1 > file_len {
-            // A last line without its newline was cut short, even if it happens to parse.
-            break;
-        }
-        match serde_json::from_slice::<AuditRecord>(&line) {
-            Ok(record) => {
-                good_len += line.len() as u64 + 1;
-                last = Some((record.seq, line_hash(&line)));
-            }
-            Err(_) => break,
-        }
-    }
+    let (good_len, mut last) = read_chain_end(&path)?;
     let file = OpenOptions::new().append(true).open(&path)?;
     if file.metadata()?.len() != good_len {
         tracing::warn!(file = %path.display(), "audit file ends in a torn line from a crash; cutting it off");
         file.set_len(good_len)?;
         file.sync_all()?;
+    }
+    // A file with no complete record yet (a crash right after a rotation) continues the chain
+    // of the file before it, never a new chain from zero.
+    while last.is_none() {
+        let Some(older) = files.pop() else { break };
+        last = read_chain_end(&older)?.1;
     }
     let (seq, prev) = last.unwrap_or((0, GENESIS.to_string()));
     Ok(Chain {
@@ -103,6 +92,35 @@ fn open_chain(dir: &Path) -> std::io::Result<Chain> {
         since_checkpoint: 0,
         opened: Instant::now(),
     })
+}
+
+/// The length of `path` up to the end of its last complete line, and that line's `seq` and
+/// hash. Only a last line without its newline (a write cut short by a crash) is left out: a
+/// complete line that is not a record (damage, or a record of a newer version) is an error, so
+/// the writer stops (PHI refused, the directory reported unusable) instead of cutting off the
+/// records after it.
+fn read_chain_end(path: &Path) -> std::io::Result<(u64, Option<(u64, String)>)> {
+    let mut good_len = 0u64;
+    let mut last = None;
+    let handle = File::open(path)?;
+    let file_len = handle.metadata()?.len();
+    for (number, line) in BufReader::new(handle).split(b'\n').enumerate() {
+        let line = line?;
+        if good_len + line.len() as u64 + 1 > file_len {
+            // A last line without its newline was cut short, even if it happens to parse.
+            break;
+        }
+        let record = serde_json::from_slice::<AuditRecord>(&line).map_err(|err| {
+            std::io::Error::other(format!(
+                "{}:{}: not an audit record ({err}); move the file aside to continue",
+                path.display(),
+                number + 1
+            ))
+        })?;
+        good_len += line.len() as u64 + 1;
+        last = Some((record.seq, line_hash(&line)));
+    }
+    Ok((good_len, last))
 }
 
 fn new_file(dir: &Path, seq: u64, prev: String) -> std::io::Result<Chain> {
@@ -333,10 +351,21 @@ fn commit(
     chain.prev = prev;
     chain.since_checkpoint = since;
     if chain.len >= settings.max_file_size || chain.opened.elapsed() >= settings.rotate_every {
-        chain.file.sync_all()?;
-        *chain = new_file(&settings.dir, chain.seq, chain.prev.clone())?;
+        // The batch is written: a failed rotation must not make it be written again (as a
+        // retry of an `Err` would). The file simply grows a little longer; the next batch tries
+        // again.
+        if let Err(err) = rotate(chain, &settings.dir) {
+            tracing::error!(file = %chain.path.display(), error = %err, "audit file rotation failed; staying on the current file");
+        }
     }
     Ok(sync)
+}
+
+/// Makes the current file durable and continues the chain in a new one.
+fn rotate(chain: &mut Chain, dir: &Path) -> std::io::Result<()> {
+    chain.file.sync_all()?;
+    *chain = new_file(dir, chain.seq, chain.prev.clone())?;
+    Ok(())
 }
 
 fn append(
@@ -356,3 +385,6 @@ fn append(
     buffer.push(b'\n');
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
