@@ -200,6 +200,25 @@ impl Auditor {
     }
 }
 
+/// Sorts audit files into chain order: by the position of their first record, which every
+/// file name ends with (`audit-<time>-<seq>.jsonl`), not by the time in the name: a clock
+/// stepped back across a rotation must not put a newer file before an older one. Names without
+/// that number (copied in by hand) sort first, by name, so the writer never appends to one.
+pub fn sort_in_chain_order(files: &mut [std::path::PathBuf]) {
+    let position = |path: &std::path::PathBuf| {
+        path.file_stem()
+            .and_then(|stem| stem.to_str())
+            .and_then(|stem| stem.rsplit_once('-'))
+            .and_then(|(_, seq)| seq.parse::<u64>().ok())
+    };
+    files.sort_by(|a, b| match (position(a), position(b)) {
+        (Some(x), Some(y)) => x.cmp(&y).then_with(|| a.cmp(b)),
+        (Some(_), None) => std::cmp::Ordering::Greater,
+        (None, Some(_)) => std::cmp::Ordering::Less,
+        (None, None) => a.cmp(b),
+    });
+}
+
 /// The fields every request record shares.
 pub fn request_record(
     ctx: &RequestCtx,

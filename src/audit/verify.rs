@@ -35,7 +35,7 @@ pub struct Broken {
     pub reason: String,
 }
 
-/// Expands directories into their `*.jsonl` files, sorted.
+/// Expands directories into their `*.jsonl` files, in chain order.
 pub fn expand(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
@@ -44,7 +44,7 @@ pub fn expand(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
                 .collect();
-            inside.sort();
+            super::sort_in_chain_order(&mut inside);
             files.extend(inside);
         } else {
             files.push(path.clone());

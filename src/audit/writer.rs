@@ -3,23 +3,23 @@
 //! Requests hand records to a bounded queue and never touch the disk themselves. The thread
 //! takes everything queued, chains it (`seq`, `prev`), writes the batch with one `write`, and
 //! makes it durable with one `fdatasync` — at once when a strict-mode record is waiting,
-//! otherwise within `fsync_interval`. If a write or sync fails, the file is cut back to where
-//! the batch began, the writer reports itself unhealthy (so PHI requests get 503 instead of
-//! being forwarded unrecorded) and retries the same batch until the disk accepts it: a record
-//! that was accepted is never dropped. Files rotate by size; a new file's first record links
+//! otherwise within `fsync_interval`. If a write or sync fails, the file is cut back to its
+//! last durable length (what was written since is written again: `writer/chain.rs` says why),
+//! the writer reports itself unhealthy (so PHI requests get 503 instead of being forwarded
+//! unrecorded) and retries the same batch until the disk accepts it: a record that was
+//! accepted is never dropped. Files rotate by size; a new file's first record links
 //! to the last line of the one before.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use self::chain::{open_chain, Chain};
 use super::checkpoint::CheckpointKey;
-use super::record::{line_hash, AuditRecord, GENESIS};
+use super::record::{line_hash, AuditRecord};
 
 /// Something for the writer thread to do.
 pub enum Job {
@@ -46,102 +46,6 @@ pub struct WriterSettings {
     pub checkpoint_every: u64,
     /// Replica id stamped on every record.
     pub replica: super::Text,
-}
-
-struct Chain {
-    file: File,
-    path: PathBuf,
-    len: u64,
-    seq: u64,
-    prev: String,
-    since_checkpoint: u64,
-    opened: Instant,
-}
-
-/// Opens the newest file in `dir` (repairing a torn last line) or starts a new one.
-fn open_chain(dir: &Path) -> std::io::Result<Chain> {
-    std::fs::create_dir_all(dir)?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    let Some(path) = files.pop() else {
-        return new_file(dir, 0, GENESIS.to_string());
-    };
-    let (good_len, mut last) = read_chain_end(&path)?;
-    let file = OpenOptions::new().append(true).open(&path)?;
-    if file.metadata()?.len() != good_len {
-        tracing::warn!(file = %path.display(), "audit file ends in a torn line from a crash; cutting it off");
-        file.set_len(good_len)?;
-        file.sync_all()?;
-    }
-    // A file with no complete record yet (a crash right after a rotation) continues the chain
-    // of the file before it, never a new chain from zero.
-    while last.is_none() {
-        let Some(older) = files.pop() else { break };
-        last = read_chain_end(&older)?.1;
-    }
-    let (seq, prev) = last.unwrap_or((0, GENESIS.to_string()));
-    Ok(Chain {
-        file,
-        path,
-        len: good_len,
-        seq,
-        prev,
-        since_checkpoint: 0,
-        opened: Instant::now(),
-    })
-}
-
-/// The length of `path` up to the end of its last complete line, and that line's `seq` and
-/// hash. Only a last line without its newline (a write cut short by a crash) is left out: a
-/// complete line that is not a record (damage, or a record of a newer version) is an error, so
-/// the writer stops (PHI refused, the directory reported unusable) instead of cutting off the
-/// records after it.
-fn read_chain_end(path: &Path) -> std::io::Result<(u64, Option<(u64, String)>)> {
-    let mut good_len = 0u64;
-    let mut last = None;
-    let handle = File::open(path)?;
-    let file_len = handle.metadata()?.len();
-    for (number, line) in BufReader::new(handle).split(b'\n').enumerate() {
-        let line = line?;
-        if good_len + line.len() as u64 + 1 > file_len {
-            // A last line without its newline was cut short, even if it happens to parse.
-            break;
-        }
-        let record = serde_json::from_slice::<AuditRecord>(&line).map_err(|err| {
-            std::io::Error::other(format!(
-                "{}:{}: not an audit record ({err}); move the file aside to continue",
-                path.display(),
-                number + 1
-            ))
-        })?;
-        good_len += line.len() as u64 + 1;
-        last = Some((record.seq, line_hash(&line)));
-    }
-    Ok((good_len, last))
-}
-
-fn new_file(dir: &Path, seq: u64, prev: String) -> std::io::Result<Chain> {
-    let stamp = humantime::format_rfc3339_millis(std::time::SystemTime::now())
-        .to_string()
-        .replace(':', "");
-    let path = dir.join(format!("audit-{stamp}-{:012}.jsonl", seq + 1));
-    let file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)?;
-    File::open(dir)?.sync_all()?;
-    Ok(Chain {
-        file,
-        path,
-        len: 0,
-        seq,
-        prev,
-        since_checkpoint: 0,
-        opened: Instant::now(),
-    })
 }
 
 /// Where alerts raised by the detection rules go besides the audit trail.
@@ -277,9 +181,7 @@ pub fn run(
                 }
                 std::thread::sleep(Duration::from_millis(200));
                 if chain.len >= settings.max_file_size || matches!(err.raw_os_error(), Some(27)) {
-                    if let Ok(next) = new_file(&settings.dir, chain.seq, chain.prev.clone()) {
-                        chain = next;
-                    }
+                    let _ = chain.move_to_new_file(&settings.dir);
                 }
             }
         }
@@ -297,8 +199,8 @@ fn accept(
     }
 }
 
-/// Chains, writes and (if `sync`) syncs `pending`. On error the file is cut back to where the
-/// batch began and the chain state is unchanged, so the same batch can be retried.
+/// Chains, writes and (if `sync`) syncs `pending`. On error the chain state is unchanged (see
+/// [`Chain::append`]), so the same batch can be retried.
 fn commit(
     chain: &mut Chain,
     settings: &WriterSettings,
@@ -308,7 +210,7 @@ fn commit(
 ) -> std::io::Result<bool> {
     if pending.is_empty() {
         if sync {
-            chain.file.sync_data()?;
+            chain.sync()?;
         }
         return Ok(sync);
     }
@@ -330,42 +232,22 @@ fn commit(
             since = 0;
         }
     }
-    let start = chain.len;
-    let written =
-        chain
-            .file
-            .write_all(&buffer)
-            .and_then(|()| if sync { chain.file.sync_data() } else { Ok(()) });
-    if let Err(err) = written {
-        let _ = chain.file.set_len(start);
-        let _ = chain.file.seek(std::io::SeekFrom::End(0));
-        return Err(err);
-    }
-    chain.len = start + buffer.len() as u64;
+    chain.append(&buffer, seq, prev, sync)?;
+    chain.since_checkpoint = since;
     if let Some(mirror) = &settings.mirror {
-        if mirror.try_send(buffer.clone()).is_err() {
+        if mirror.try_send(buffer).is_err() {
             metrics::counter!("wardgate_audit_mirror_dropped_total").increment(1);
         }
     }
-    chain.seq = seq;
-    chain.prev = prev;
-    chain.since_checkpoint = since;
     if chain.len >= settings.max_file_size || chain.opened.elapsed() >= settings.rotate_every {
         // The batch is written: a failed rotation must not make it be written again (as a
         // retry of an `Err` would). The file simply grows a little longer; the next batch tries
         // again.
-        if let Err(err) = rotate(chain, &settings.dir) {
+        if let Err(err) = chain.rotate(&settings.dir) {
             tracing::error!(file = %chain.path.display(), error = %err, "audit file rotation failed; staying on the current file");
         }
     }
     Ok(sync)
-}
-
-/// Makes the current file durable and continues the chain in a new one.
-fn rotate(chain: &mut Chain, dir: &Path) -> std::io::Result<()> {
-    chain.file.sync_all()?;
-    *chain = new_file(dir, chain.seq, chain.prev.clone())?;
-    Ok(())
 }
 
 fn append(
@@ -386,5 +268,6 @@ fn append(
     Ok(())
 }
 
+mod chain;
 #[cfg(test)]
 mod tests;

@@ -1,16 +1,47 @@
-//! Restart: where the writer takes up the chain, and what it refuses to cut off.
+//! Restart: where the writer takes up the chain, and what it refuses to cut off; a failed
+//! sync: what was written since the last good one is written again.
 
+use std::cell::Cell;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use super::chain::{new_file, open_chain};
 use super::*;
+use crate::audit::record::GENESIS;
 
-/// Writes `count` chained records starting after (`seq`, `prev`) to `path`; returns the new
-/// (`seq`, `prev`).
-fn write_records(path: &Path, count: usize, mut seq: u64, mut prev: String) -> (u64, String) {
+thread_local! {
+    /// When set, the next sync on this thread fails after cutting the file to this length,
+    /// as Linux may lose the pages a failed `fdatasync` had to write.
+    static FAIL_NEXT_SYNC: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// Called by every sync (tests only): fails the one a test asked to fail.
+pub(super) fn injected_sync_failure(file: &File) -> std::io::Result<()> {
+    match FAIL_NEXT_SYNC.with(Cell::take) {
+        Some(lost_to) => {
+            file.set_len(lost_to)?;
+            Err(std::io::Error::other("injected fdatasync failure"))
+        }
+        None => Ok(()),
+    }
+}
+
+/// One batch of `count` records chained after `seq`/`prev`.
+fn batch(count: usize, seq: &mut u64, prev: &mut String) -> Vec<u8> {
     let mut buffer = Vec::new();
     let replica = super::super::Text::from("test");
     for _ in 0..count {
         let mut record = AuditRecord::new("access");
-        append(&mut buffer, &mut record, &mut seq, &mut prev, &replica).expect("append");
+        append(&mut buffer, &mut record, seq, prev, &replica).expect("append");
     }
+    buffer
+}
+
+/// Writes `count` chained records starting after (`seq`, `prev`) to `path`; returns the new
+/// (`seq`, `prev`).
+fn write_records(path: &Path, count: usize, mut seq: u64, mut prev: String) -> (u64, String) {
+    let buffer = batch(count, &mut seq, &mut prev);
     let mut file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -65,4 +96,73 @@ fn a_complete_line_that_is_not_a_record_stops_the_writer_and_cuts_nothing() {
         before,
         "records were cut off"
     );
+}
+
+/// A failed sync may have lost everything written since the last good one (simulated: the
+/// file is cut to that length). The retry writes it all again, so the file holds every record,
+/// in order, chained.
+#[test]
+fn a_failed_sync_writes_again_what_it_may_have_lost() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut chain = new_file(dir.path(), 0, GENESIS.to_string()).expect("file");
+    let (mut seq, mut prev) = (0, GENESIS.to_string());
+    let durable = batch(2, &mut seq, &mut prev);
+    chain
+        .append(&durable, seq, prev.clone(), true)
+        .expect("synced");
+    let durable_len = chain.len;
+    let unsynced = batch(3, &mut seq, &mut prev);
+    chain
+        .append(&unsynced, seq, prev.clone(), false)
+        .expect("written");
+    let (before_seq, before_prev) = (seq, prev.clone());
+    let strict = batch(1, &mut seq, &mut prev);
+    FAIL_NEXT_SYNC.with(|fail| fail.set(Some(durable_len)));
+    assert!(chain.append(&strict, seq, prev.clone(), true).is_err());
+    assert_eq!(
+        (chain.seq, &chain.prev),
+        (before_seq, &before_prev),
+        "state unchanged"
+    );
+    chain
+        .append(&strict, seq, prev.clone(), true)
+        .expect("retried");
+    let written = std::fs::read(&chain.path).expect("read");
+    assert_eq!(written, [durable, unsynced, strict].concat());
+    let seqs: Vec<u64> = written
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            serde_json::from_slice::<AuditRecord>(line)
+                .expect("record")
+                .seq
+        })
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
+}
+
+/// Files are taken in chain order (the number their name ends with), not by the time in their
+/// name: a clock stepped back across a rotation must not make the writer reopen an older file.
+#[test]
+fn files_are_taken_in_chain_order_whatever_their_time() {
+    let dir = tempfile::tempdir().expect("dir");
+    let older = dir
+        .path()
+        .join("audit-2026-12-07T100000.000Z-000000000001.jsonl");
+    let (seq, prev) = write_records(&older, 2, 0, GENESIS.to_string());
+    // The clock went back an hour before this rotation.
+    let newer = dir
+        .path()
+        .join("audit-2026-12-07T090000.000Z-000000000003.jsonl");
+    let (seq, prev) = write_records(&newer, 1, seq, prev);
+    let chain = open_chain(dir.path()).expect("open");
+    assert_eq!(chain.path, newer);
+    assert_eq!((chain.seq, chain.prev), (seq, prev));
+    let mut names = vec![
+        newer.clone(),
+        dir.path().join("copied.jsonl"),
+        older.clone(),
+    ];
+    crate::audit::sort_in_chain_order(&mut names);
+    assert_eq!(names, vec![dir.path().join("copied.jsonl"), older, newer]);
 }
