@@ -53,8 +53,18 @@ pub fn expand(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Verifies `files` in order; `public_key` checks checkpoint signatures.
-pub fn verify(files: &[PathBuf], public_key: Option<&[u8]>) -> Result<Report, Broken> {
+/// What signed checkpoints prove (from `audit verify --config`).
+#[derive(Debug, Clone, Copy)]
+pub struct Checkpoints<'a> {
+    /// The Ed25519 public key every checkpoint's signature must verify with.
+    pub public_key: &'a [u8],
+    /// The writer signs a checkpoint after at most this many records: a longer run without
+    /// one means checkpoints were removed (and the chain rehashed, which needs no key).
+    pub every: u64,
+}
+
+/// Verifies `files` in order; with `checkpoints`, their signatures and spacing too.
+pub fn verify(files: &[PathBuf], checkpoints: Option<Checkpoints<'_>>) -> Result<Report, Broken> {
     let mut report = Report {
         files: 0,
         records: 0,
@@ -64,10 +74,11 @@ pub fn verify(files: &[PathBuf], public_key: Option<&[u8]>) -> Result<Report, Br
         expected_seq: 1,
         prev: GENESIS.to_string(),
         prev_place: None,
+        since_checkpoint: 0,
     };
     for file in files {
         report.files += 1;
-        verify_file(file, public_key, &mut position, &mut report)?;
+        verify_file(file, checkpoints, &mut position, &mut report)?;
     }
     Ok(report)
 }
@@ -78,11 +89,12 @@ struct Position {
     expected_seq: u64,
     prev: String,
     prev_place: Option<(PathBuf, usize)>,
+    since_checkpoint: u64,
 }
 
 fn verify_file(
     file: &Path,
-    public_key: Option<&[u8]>,
+    checkpoints: Option<Checkpoints<'_>>,
     position: &mut Position,
     report: &mut Report,
 ) -> Result<(), Broken> {
@@ -90,6 +102,7 @@ fn verify_file(
         expected_seq,
         prev,
         prev_place,
+        since_checkpoint,
     } = position;
     let broken = |line: usize, reason: String| Broken {
         file: file.to_path_buf(),
@@ -139,8 +152,8 @@ fn verify_file(
             let Some(signature) = record.signature.as_deref() else {
                 return Err(broken(number, "checkpoint without signature".into()));
             };
-            if let Some(public) = public_key {
-                if !checkpoint::verify(public, record.seq, &record.prev, signature) {
+            if let Some(checks) = checkpoints {
+                if !checkpoint::verify(checks.public_key, record.seq, &record.prev, signature) {
                     return Err(broken(
                         number,
                         "checkpoint signature does not verify with the configured key".into(),
@@ -148,11 +161,25 @@ fn verify_file(
                 }
                 report.checkpoints += 1;
             }
+            *since_checkpoint = 0;
         } else if record.signature.is_some() {
             return Err(broken(
                 number,
                 "signature on a record that is not a checkpoint".into(),
             ));
+        } else {
+            *since_checkpoint += 1;
+            if let Some(checks) = checkpoints.filter(|c| *since_checkpoint > c.every) {
+                return Err(broken(
+                    number,
+                    format!(
+                        "{} records since the last signed checkpoint, more than checkpoint_every = {}: \
+                         checkpoints removed and the chain rewritten (or the trail was written with a \
+                         larger checkpoint_every: verify it with that config)",
+                        since_checkpoint, checks.every
+                    ),
+                ));
+            }
         }
         *prev = line_hash(&line);
         *prev_place = Some((file.to_path_buf(), number));

@@ -177,11 +177,16 @@ pub(super) fn run(command: AuditCommand) -> Result<(), CliError> {
         }
         AuditCommand::Verify { config, paths } => {
             let key = match config {
-                Some(path) => Some(public_key(
-                    &crate::config::Config::load(&path)?.audit.signing_key,
-                )?),
+                Some(path) => {
+                    let audit = crate::config::Config::load(&path)?.audit;
+                    Some((public_key(&audit.signing_key)?, audit.checkpoint_every))
+                }
                 None => None,
             };
+            let checkpoints = key.as_ref().map(|(public_key, every)| verify::Checkpoints {
+                public_key,
+                every: *every,
+            });
             // Each directory is one replica's chain; files named one by one form one chain.
             let (dirs, files): (Vec<PathBuf>, Vec<PathBuf>) =
                 paths.into_iter().partition(|p| p.is_dir());
@@ -203,7 +208,7 @@ pub(super) fn run(command: AuditCommand) -> Result<(), CliError> {
             };
             let chain_count = chains.len();
             let outcome = chains.iter().try_for_each(|chain| {
-                let report = verify::verify(chain, key.as_deref())?;
+                let report = verify::verify(chain, checkpoints)?;
                 total.files += report.files;
                 total.records += report.records;
                 total.checkpoints += report.checkpoints;

@@ -295,6 +295,61 @@ async fn every_kind_of_tampering_is_reported_at_its_line() {
         )),
         "{err}"
     );
+
+    // Rewriting history without the key: drop every checkpoint, renumber and rehash. The
+    // chain is then intact, but with the key known the missing checkpoints are reported where
+    // the run of unsigned records grows longer than checkpoint_every (3 here).
+    let mut prev = "0".repeat(64);
+    let mut rewritten = Vec::new();
+    for line in owned
+        .iter()
+        .filter(|l| !l.contains("\"event\":\"checkpoint\""))
+    {
+        let mut record: serde_json::Value = serde_json::from_str(line).expect("record");
+        record["seq"] = serde_json::json!(rewritten.len() + 1);
+        record["prev"] = serde_json::json!(prev);
+        let text = serde_json::to_string(&record).expect("json");
+        prev = wardgate::audit::record::line_hash(text.as_bytes());
+        rewritten.push(text);
+    }
+    std::fs::write(&file, join(&rewritten)).expect("write");
+    let (status, out, err) = verify(&[file.to_str().expect("path")], dir.path());
+    assert_eq!(
+        status, 0,
+        "the rewritten chain itself is consistent: {out}{err}"
+    );
+    std::fs::write(
+        &config,
+        "[audit]\nsigning_key = \"key.key\"\ncheckpoint_every = 3\n",
+    )
+    .expect("config");
+    let (status, _, err) = verify(
+        &[
+            "--config",
+            config.to_str().expect("cfg"),
+            file.to_str().expect("path"),
+        ],
+        dir.path(),
+    );
+    assert_eq!(status, 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "{}:4: 4 records since the last signed checkpoint",
+            file.display()
+        )),
+        "{err}"
+    );
+    // The untouched log passes with the same config.
+    std::fs::write(&file, &original).expect("write");
+    let (status, out, err) = verify(
+        &[
+            "--config",
+            config.to_str().expect("cfg"),
+            file.to_str().expect("path"),
+        ],
+        dir.path(),
+    );
+    assert_eq!(status, 0, "{out}{err}");
 }
 
 #[tokio::test]

@@ -94,7 +94,9 @@ impl Chain {
     /// Makes the file durable and continues the chain in a new one.
     pub(super) fn rotate(&mut self, dir: &Path) -> std::io::Result<()> {
         self.sync()?;
+        let since_checkpoint = self.since_checkpoint;
         *self = new_file(dir, self.seq, self.prev.clone())?;
+        self.since_checkpoint = since_checkpoint;
         Ok(())
     }
 
@@ -154,7 +156,8 @@ pub(super) fn open_chain(dir: &Path) -> std::io::Result<Chain> {
     let Some(path) = files.pop() else {
         return new_file(dir, 0, GENESIS.to_string());
     };
-    let (good_len, mut last) = read_chain_end(&path)?;
+    let newest = read_chain_end(&path)?;
+    let good_len = newest.len;
     let file = OpenOptions::new().append(true).open(&path)?;
     if file.metadata()?.len() != good_len {
         tracing::warn!(file = %path.display(), "audit file ends in a torn line from a crash; cutting it off");
@@ -162,13 +165,34 @@ pub(super) fn open_chain(dir: &Path) -> std::io::Result<Chain> {
         file.sync_all()?;
     }
     // A file with no complete record yet (a crash right after a rotation) continues the chain
-    // of the file before it, never a new chain from zero.
-    while last.is_none() {
+    // of the file before it, never a new chain from zero. The records since the last checkpoint
+    // are counted across files too: checkpoints stay at most `checkpoint_every` records apart
+    // whatever restarts and rotations happen (`audit verify --config` holds the trail to that).
+    let (mut last, mut since_checkpoint, mut checkpointed) =
+        (newest.last, newest.since_checkpoint, newest.checkpointed);
+    while last.is_none() || !checkpointed {
         let Some(older) = files.pop() else { break };
-        last = read_chain_end(&older)?.1;
+        let end = read_chain_end(&older)?;
+        last = last.or(end.last);
+        since_checkpoint += end.since_checkpoint;
+        checkpointed = end.checkpointed;
     }
     let (seq, prev) = last.unwrap_or((0, GENESIS.to_string()));
-    Ok(Chain::at(file, path, good_len, seq, prev))
+    let mut chain = Chain::at(file, path, good_len, seq, prev);
+    chain.since_checkpoint = since_checkpoint;
+    Ok(chain)
+}
+
+/// What a file ends with (see [`read_chain_end`]).
+struct ChainEnd {
+    /// Length up to the end of the last complete line.
+    len: u64,
+    /// `seq` and hash of the last complete line.
+    last: Option<(u64, String)>,
+    /// Records after the file's last checkpoint (all of them if it has none).
+    since_checkpoint: u64,
+    /// Whether the file holds a checkpoint.
+    checkpointed: bool,
 }
 
 /// The length of `path` up to the end of its last complete line, and that line's `seq` and
@@ -176,9 +200,10 @@ pub(super) fn open_chain(dir: &Path) -> std::io::Result<Chain> {
 /// complete line that is not a record (damage, or a record of a newer version) is an error, so
 /// the writer stops (PHI refused, the directory reported unusable) instead of cutting off the
 /// records after it.
-fn read_chain_end(path: &Path) -> std::io::Result<(u64, Option<(u64, String)>)> {
+fn read_chain_end(path: &Path) -> std::io::Result<ChainEnd> {
     let mut good_len = 0u64;
     let mut last = None;
+    let (mut since_checkpoint, mut checkpointed) = (0, false);
     let handle = File::open(path)?;
     let file_len = handle.metadata()?.len();
     for (number, line) in BufReader::new(handle).split(b'\n').enumerate() {
@@ -196,8 +221,18 @@ fn read_chain_end(path: &Path) -> std::io::Result<(u64, Option<(u64, String)>)> 
         })?;
         good_len += line.len() as u64 + 1;
         last = Some((record.seq, line_hash(&line)));
+        if record.event == "checkpoint" {
+            (since_checkpoint, checkpointed) = (0, true);
+        } else {
+            since_checkpoint += 1;
+        }
     }
-    Ok((good_len, last))
+    Ok(ChainEnd {
+        len: good_len,
+        last,
+        since_checkpoint,
+        checkpointed,
+    })
 }
 
 /// Starts a new file whose first record will be `seq + 1`, linked to `prev`.

@@ -166,3 +166,26 @@ fn files_are_taken_in_chain_order_whatever_their_time() {
     crate::audit::sort_in_chain_order(&mut names);
     assert_eq!(names, vec![dir.path().join("copied.jsonl"), older, newer]);
 }
+
+/// After a restart the records since the last checkpoint are counted across files, so
+/// checkpoints stay at most `checkpoint_every` records apart (what `audit verify` holds).
+#[test]
+fn a_restart_counts_the_records_since_the_last_checkpoint() {
+    let dir = tempfile::tempdir().expect("dir");
+    let older = dir.path().join("audit-a-000000000001.jsonl");
+    let (mut seq, mut prev) = write_records(&older, 2, 0, GENESIS.to_string());
+    let replica = super::super::Text::from("test");
+    let mut buffer = Vec::new();
+    let mut checkpoint = AuditRecord::new("checkpoint");
+    checkpoint.signature = Some("00".into());
+    append(&mut buffer, &mut checkpoint, &mut seq, &mut prev, &replica).expect("append");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&older)
+        .and_then(|mut f| f.write_all(&buffer))
+        .expect("checkpoint");
+    let (seq, prev) = write_records(&older, 1, seq, prev);
+    let newer = dir.path().join("audit-b-000000000005.jsonl");
+    write_records(&newer, 2, seq, prev);
+    assert_eq!(open_chain(dir.path()).expect("open").since_checkpoint, 3);
+}
