@@ -49,6 +49,9 @@ pub struct AssertionSigner {
 
 /// A signed assertion of one session, for one upstream.
 struct Cached {
+    /// The account as it was signed: a users-file change (roles, groups, claims) gives the
+    /// user a new `Arc`, and the next request is signed anew rather than told old roles.
+    user: std::sync::Arc<crate::authn::users::User>,
     upstream: String,
     break_glass: bool,
     value: HeaderValue,
@@ -103,6 +106,7 @@ impl AssertionSigner {
             let reusable = signed.iter().find(|c| {
                 c.upstream == upstream
                     && c.break_glass == break_glass
+                    && std::sync::Arc::ptr_eq(&c.user, &principal.user)
                     && c.exp >= now + REUSE_MARGIN
             });
             if let Some(cached) = reusable {
@@ -137,6 +141,7 @@ impl AssertionSigner {
             .or_default();
         signed.retain(|c| c.exp >= now + REUSE_MARGIN);
         signed.push(Cached {
+            user: std::sync::Arc::clone(&principal.user),
             upstream: upstream.to_string(),
             break_glass,
             value: value.clone(),
@@ -210,5 +215,23 @@ mod tests {
         // Another session never gets this one's assertion.
         let other = signer.assertion(&principal("session-b"), "ehr", iss, 2_040, false);
         assert_ne!(other.expect("other"), ehr);
+        // A users-file change (here: a role removed) is signed anew at once, not served from
+        // the cache for the rest of its life.
+        let mut demoted = principal("session-a");
+        demoted.user = Arc::new(User {
+            name: "dr.grey".into(),
+            roles: vec!["nurse".into()],
+            ..User::default()
+        });
+        let now_nurse = signer
+            .assertion(&demoted, "ehr", iss, 2_051, false)
+            .expect("re-signed");
+        assert_ne!(now_nurse, renewed);
+        let text = now_nurse.to_str().expect("ascii");
+        let payload = URL_SAFE_NO_PAD
+            .decode(text.split('.').nth(1).expect("payload"))
+            .expect("base64");
+        let claims: serde_json::Value = serde_json::from_slice(&payload).expect("json");
+        assert_eq!(claims["roles"], serde_json::json!(["nurse"]));
     }
 }
