@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -52,8 +52,7 @@ pub struct Auditor {
 /// A ticket dropped while it still holds its completion means the request was cancelled
 /// after admission and before a response (the client reset the stream or went away, or
 /// shutdown ended it): the backend may have acted, so the completion is written then, saying
-/// so. Forwarding errors [`disarm`](AuditTicket::disarm) it: their refusal record says what
-/// happened.
+/// so. A forwarding error completes it with the error's status ([`AuditTicket::fail`]).
 #[derive(Debug)]
 pub struct AuditTicket {
     completion: Option<(AuditRecord, Arc<Auditor>)>,
@@ -66,9 +65,18 @@ impl AuditTicket {
         self.completion.take().map(|(record, _)| record)
     }
 
-    /// Forgets the completion: the request ended in an error that is recorded as a refusal.
-    pub fn disarm(&mut self) {
-        self.completion = None;
+    /// Writes the completion of an access whose forwarding failed (502, 504, 413, ...): it was
+    /// allowed, and ended with `status` because of `error`. Returns whether there was one to
+    /// write (then the request needs no refusal record as well).
+    pub fn fail(&mut self, status: http::StatusCode, error: &GateError, started: Instant) -> bool {
+        let Some((mut record, auditor)) = self.completion.take() else {
+            return false;
+        };
+        record.status = Some(status.as_u16());
+        record.reason = Some(error.to_string().into());
+        record.latency_ms = Some((started.elapsed().as_secs_f64() * 1e6).round() / 1000.0);
+        auditor.submit_kept(record);
+        true
     }
 }
 
@@ -302,6 +310,9 @@ pub async fn refused(
     error: &GateError,
     status: http::StatusCode,
 ) {
+    if ctx.access_completed {
+        return;
+    }
     let phi = ctx.route.as_ref().is_some_and(|r| r.phi);
     let forbidden = matches!(error, GateError::Forbidden(_) | GateError::Denied { .. });
     if !phi && !forbidden {

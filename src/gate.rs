@@ -97,11 +97,12 @@ async fn pipeline(
     )?;
     // 6. audit: a PHI access is recorded first, or refused (503).
     let mut ticket = audit::admit(app, ctx, &permit, &target, req.method()).await?;
-    // 7. forward: stream to the upstream and back. An error is recorded as a refusal; a
-    // request dropped before its answer leaves a completion saying so (see `AuditTicket`).
+    // 7. forward: stream to the upstream and back. An audited access that fails here is
+    // completed with the error's status; one dropped before its answer leaves a completion
+    // saying so (see `AuditTicket`).
     let forwarded = proxy::forward(app, ctx, &permit, &mut ticket, &target, req).await;
-    if forwarded.is_err() {
-        ticket.disarm();
+    if let Err(error) = &forwarded {
+        ctx.access_completed = ticket.fail(error.status(), error, ctx.started);
     }
     forwarded
 }

@@ -63,6 +63,9 @@ pub struct RequestCtx {
     pub phi_target: Option<(Text, Text)>,
     /// Whether the request looks like a browser navigation.
     pub browser: bool,
+    /// The admitted access already has its completion record (forwarding failed): the error
+    /// needs no refusal record as well.
+    pub access_completed: bool,
 }
 
 impl RequestCtx {
@@ -89,6 +92,7 @@ impl RequestCtx {
             patient_id: None,
             phi_target: None,
             browser: false,
+            access_completed: false,
         }
     }
 
