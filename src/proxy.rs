@@ -181,6 +181,11 @@ pub async fn forward(
                     idle: app.config.proxy.websocket_idle_timeout,
                     pings_are_activity: app.config.proxy.websocket_pings_are_activity,
                     live: opened().map(|opened| app.live.register(opened)),
+                    completion: ticket.take_completion().map(|mut record| {
+                        record.status = Some(StatusCode::SWITCHING_PROTOCOLS.as_u16());
+                        (record, std::sync::Arc::clone(&app.audit))
+                    }),
+                    started: ctx.started,
                 };
                 tokio::spawn(tunnel.run(client_upgrade, upstream_upgrade));
                 response.map(|_| body::empty())

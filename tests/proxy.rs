@@ -7,6 +7,8 @@ mod support;
 mod admin;
 #[path = "proxy/audit.rs"]
 mod audit;
+#[path = "proxy/audit_outcomes.rs"]
+mod audit_outcomes;
 #[path = "proxy/auth_api.rs"]
 mod auth_api;
 #[path = "proxy/authz.rs"]

@@ -11,6 +11,7 @@
 //! `Upgrade` unless it asks for WebSocket): bytes Wardgate cannot read would let later
 //! requests on the connection (`h2c` above all) pass routing, policy and audit.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -23,6 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::audit::{AuditRecord, Auditor};
 use crate::live::LiveGuard;
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
@@ -64,6 +66,18 @@ pub struct Tunnel {
     pub pings_are_activity: bool,
     /// Registration against the session (absent on public routes).
     pub live: Option<LiveGuard>,
+    /// An audited access's completion (`status` 101), written when the tunnel ends with the
+    /// bytes relayed to the client, how long it lasted and why it ended.
+    pub completion: Option<(AuditRecord, Arc<Auditor>)>,
+    /// When the request began.
+    pub started: std::time::Instant,
+}
+
+impl Drop for Tunnel {
+    /// A tunnel cut off without ending (shutdown dropped its task) still completes its record.
+    fn drop(&mut self) {
+        self.complete(0, "tunnel cut off at shutdown");
+    }
 }
 
 /// Why a tunnel ended.
@@ -74,6 +88,16 @@ enum End {
     Failed(&'static str),
 }
 
+/// `end` in words, for the log and the audit record.
+fn reason(end: &End) -> &str {
+    match end {
+        End::Closed => "closed",
+        End::Idle => "idle timeout",
+        End::Revoked(reason) => reason.as_str(),
+        End::Failed(why) => why,
+    }
+}
+
 impl Tunnel {
     /// Relays between the upgraded client and upstream connections until one side closes,
     /// the tunnel idles out, or its session ends.
@@ -82,24 +106,30 @@ impl Tunnel {
             Ok(pair) => pair,
             Err(err) => {
                 tracing::warn!(route = %self.route, error = %err, "upgrade handover failed");
+                self.complete(0, "upgrade handover failed");
                 return;
             }
         };
         metrics::gauge!("wardgate_open_tunnels", "route" => self.route.clone()).increment(1.0);
-        let end = self.websockets(client, upstream).await;
+        let mut delivered = 0;
+        let end = self.websockets(client, upstream, &mut delivered).await;
         metrics::gauge!("wardgate_open_tunnels", "route" => self.route.clone()).decrement(1.0);
-        drop(end);
+        self.complete(delivered, &format!("tunnel {}", reason(&end)));
+    }
+
+    /// Writes the completion record, if there is one still to write.
+    fn complete(&mut self, delivered: u64, why: &str) {
+        if let Some((mut record, auditor)) = self.completion.take() {
+            record.bytes = Some(delivered);
+            record.latency_ms = Some((self.started.elapsed().as_secs_f64() * 1e6).round() / 1000.0);
+            record.reason = Some(why.to_string().into());
+            auditor.submit_kept(record);
+        }
     }
 
     /// Logs why the tunnel ends (before the close handshake, which may take a moment).
     fn log(&self, end: &End) {
-        let reason = match end {
-            End::Closed => "closed",
-            End::Idle => "idle timeout",
-            End::Revoked(reason) => reason.as_str(),
-            End::Failed(why) => why,
-        };
-        tracing::info!(route = %self.route, reason, "tunnel closed");
+        tracing::info!(route = %self.route, reason = reason(end), "tunnel closed");
     }
 
     /// Resolves when the session behind the tunnel ends (never for public routes).
@@ -123,7 +153,12 @@ impl Tunnel {
         }
     }
 
-    async fn websockets(&mut self, client: Upgraded, upstream: Upgraded) -> End {
+    async fn websockets(
+        &mut self,
+        client: Upgraded,
+        upstream: Upgraded,
+        delivered: &mut u64,
+    ) -> End {
         let config = Some(WebSocketConfig::default());
         let client =
             WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, config).await;
@@ -137,6 +172,7 @@ impl Tunnel {
                 &mut client_rx,
                 &mut upstream_tx,
                 &mut upstream_rx,
+                delivered,
             )
             .await;
         // End TLS with close_notify toward the client (and TCP toward the backend).
@@ -158,6 +194,7 @@ impl Tunnel {
         client_rx: &mut Source,
         upstream_tx: &mut Sink,
         upstream_rx: &mut Source,
+        delivered: &mut u64,
     ) -> End {
         let mut deadline = Instant::now() + self.idle;
         let end = loop {
@@ -204,6 +241,7 @@ impl Tunnel {
             let sent = if from_client {
                 upstream_tx.send(message).await
             } else {
+                *delivered += message.len() as u64;
                 client_tx.send(message).await
             };
             if sent.is_err() {
