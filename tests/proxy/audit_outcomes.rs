@@ -7,18 +7,11 @@ use crate::audit::{records, wait_for_record};
 use crate::support::auth::{add_user, code, token};
 use crate::support::{config, write_config, Backend, Wardgate};
 
-/// A PHI request admitted (and so possibly acted on by the backend) but cancelled before its
-/// answer, here by the client resetting its HTTP/2 stream, still gets its completion record,
-/// saying so; a forwarding error completes the access with its status (not a second,
-/// "deny" record).
-#[tokio::test]
-async fn a_cancelled_phi_request_leaves_a_completion_saying_so() {
+/// A proxy (the test config plus `extra`) with patient 7 signed in: its backend, the proxy and
+/// the session token.
+async fn signed_in_patient(extra: &str) -> (Backend, Wardgate, String) {
     let backend = Backend::start().await;
-    let toml = config(
-        backend.addr,
-        "\n[upstreams.gone]\ntargets = [\"http://127.0.0.1:9\"]\n\n[[routes]]\nname = \"gone\"\npath = \"/gone/**\"\nupstream = \"gone\"\nphi = true\nallow = [{ roles = [\"patient\"] }]\n",
-    );
-    let (dir, path) = write_config(&toml);
+    let (dir, path) = write_config(&config(backend.addr, extra));
     let pat = add_user(
         &path,
         "pat",
@@ -27,6 +20,17 @@ async fn a_cancelled_phi_request_leaves_a_completion_saying_so() {
     );
     let proxy = Wardgate::start_in(dir, path);
     let token = token(&proxy, &pat, &code(&pat)).await;
+    (backend, proxy, token)
+}
+
+/// A PHI request admitted (and so possibly acted on by the backend) but cancelled before its
+/// answer, here by the client resetting its HTTP/2 stream, still gets its completion record,
+/// saying so; a forwarding error completes the access with its status (not a second,
+/// "deny" record).
+#[tokio::test]
+async fn a_cancelled_phi_request_leaves_a_completion_saying_so() {
+    let gone = "\n[upstreams.gone]\ntargets = [\"http://127.0.0.1:9\"]\n\n[[routes]]\nname = \"gone\"\npath = \"/gone/**\"\nupstream = \"gone\"\nphi = true\nallow = [{ roles = [\"patient\"] }]\n";
+    let (_backend, proxy, token) = signed_in_patient(gone).await;
     let impatient = proxy
         .client_builder()
         .timeout(Duration::from_millis(400))
@@ -112,16 +116,7 @@ async fn shutdown_with_unwritable_records_exits_non_zero() {
 #[tokio::test]
 async fn a_phi_websocket_is_completed_when_its_tunnel_ends() {
     use futures_util::StreamExt;
-    let backend = Backend::start().await;
-    let (dir, path) = write_config(&config(backend.addr, ""));
-    let pat = add_user(
-        &path,
-        "pat",
-        &["--role", "patient", "--claim", "patient_id=7"],
-        true,
-    );
-    let proxy = Wardgate::start_in(dir, path);
-    let token = token(&proxy, &pat, &code(&pat)).await;
+    let (_backend, proxy, token) = signed_in_patient("").await;
     let mut socket = crate::continuous::open_ws(&proxy, "/patients/7/ws", Some(&token)).await;
     crate::continuous::echo(&mut socket, "vitals: hr 72").await;
     let home = proxy.dir.path().to_path_buf();
