@@ -24,6 +24,7 @@ pub mod detect;
 pub mod line;
 pub mod lost;
 pub mod mirror;
+pub mod open;
 pub mod queue;
 pub mod record;
 pub mod verify;
@@ -43,6 +44,7 @@ const ROOM_WAIT: Duration = Duration::from_secs(5);
 pub struct Auditor {
     jobs: Arc<queue::JobQueue>,
     healthy: Arc<AtomicBool>,
+    open: open::OpenAccesses,
 }
 
 /// Proof that an allowed request was recorded, handed from admission to forwarding. For an
@@ -50,9 +52,8 @@ pub struct Auditor {
 /// (built once: the session hash and the address are not computed twice per request).
 ///
 /// A ticket dropped while it still holds its completion means the request was cancelled
-/// after admission and before a response (the client reset the stream or went away, or
-/// shutdown ended it): the backend may have acted, so the completion is written then, saying
-/// so. A forwarding error completes it with the error's status ([`AuditTicket::fail`]).
+/// after admission and before a response (the client reset the stream or went away): the
+/// backend may have acted, so the completion is written then, saying so. A forwarding error completes it with the error's status ([`AuditTicket::fail`]).
 #[derive(Debug)]
 pub struct AuditTicket {
     completion: Option<(AuditRecord, Arc<Auditor>)>,
@@ -74,7 +75,7 @@ impl AuditTicket {
         };
         record.status = Some(status.as_u16());
         record.reason = Some(error.to_string().into());
-        record.latency_ms = Some((started.elapsed().as_secs_f64() * 1e6).round() / 1000.0);
+        record.latency_ms = Some(open::millis(started));
         auditor.submit_kept(record);
         true
     }
@@ -110,19 +111,18 @@ impl Auditor {
         let spawned = std::thread::Builder::new()
             .name("wardgate-audit".into())
             .spawn(move || {
+                // The writer holds the only other strong handle, so it can tell when every
+                // `Auditor` is gone (and then closes the trail); the panic path needs a weak one.
+                let queue = Arc::downgrade(&writer_jobs);
                 let run = std::panic::AssertUnwindSafe(|| {
-                    writer::run(
-                        settings,
-                        key,
-                        Arc::clone(&writer_jobs),
-                        Arc::clone(&flag),
-                        alerts,
-                    );
+                    writer::run(settings, key, writer_jobs, Arc::clone(&flag), alerts);
                 });
                 if std::panic::catch_unwind(run).is_err() {
                     // Fail closed: with no writer, nothing may be admitted as if recorded.
                     flag.store(false, Ordering::Relaxed);
-                    let lost = writer_jobs.abandon("the audit writer failed");
+                    let lost = queue
+                        .upgrade()
+                        .map_or(0, |jobs| jobs.abandon("the audit writer failed"));
                     tracing::error!(
                         lost,
                         "the audit writer failed; PHI requests are refused until Wardgate restarts"
@@ -132,7 +132,11 @@ impl Auditor {
         if let Err(err) = spawned {
             tracing::error!(error = %err, "cannot start the audit writer; PHI requests will be refused");
         }
-        Auditor { jobs, healthy }
+        Auditor {
+            jobs,
+            healthy,
+            open: open::OpenAccesses::default(),
+        }
     }
 
     /// Whether records are being written (for `/readyz` and admission).
@@ -195,15 +199,18 @@ impl Auditor {
         }
     }
 
-    /// Writes `audit_stop` and waits (up to 10 s) for everything queued to be on disk.
-    /// `Err` carries how many records were still queued when the wait ended: the writer could
-    /// not write them (failing disk) and they are lost with the process.
+    /// Completes the accesses still open, writes `audit_stop` and waits (up to 10 s) for
+    /// everything queued to be on disk. `Err` carries how many records were not written when
+    /// the wait ended (failing disk): they are lost with the process.
     pub async fn stop(&self) -> Result<(), usize> {
+        for still_open in self.open.take_all() {
+            self.submit_kept(still_open);
+        }
         let (done, finished) = oneshot::channel();
         let _ = self.jobs.push_stop(writer::Job::Stop(done));
         match tokio::time::timeout(Duration::from_secs(10), finished).await {
             Ok(Ok(())) => Ok(()),
-            _ => Err(self.jobs.queued()),
+            _ => Err(self.jobs.unwritten()),
         }
     }
 }

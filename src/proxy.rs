@@ -183,9 +183,8 @@ pub async fn forward(
                     live: opened().map(|opened| app.live.register(opened)),
                     completion: ticket.take_completion().map(|mut record| {
                         record.status = Some(StatusCode::SWITCHING_PROTOCOLS.as_u16());
-                        (record, std::sync::Arc::clone(&app.audit))
+                        crate::audit::open::OpenAccess::hold(&app.audit, record, ctx.started)
                     }),
-                    started: ctx.started,
                 };
                 tokio::spawn(tunnel.run(client_upgrade, upstream_upgrade));
                 response.map(|_| body::empty())

@@ -52,6 +52,7 @@ pub struct JobQueue {
     closed: AtomicBool,
     room: tokio::sync::Notify,
     waiting_for_room: AtomicUsize,
+    held_by_writer: AtomicUsize,
     lost: LostRecords,
 }
 
@@ -66,6 +67,7 @@ impl JobQueue {
             closed: AtomicBool::new(false),
             room: tokio::sync::Notify::new(),
             waiting_for_room: AtomicUsize::new(0),
+            held_by_writer: AtomicUsize::new(0),
             lost: LostRecords::default(),
         }
     }
@@ -222,9 +224,20 @@ impl JobQueue {
         left.len()
     }
 
-    /// How many jobs wait for the writer.
-    pub fn queued(&self) -> usize {
-        self.lock().len()
+    /// How many records are not written yet: those queued, and those the writer holds (a
+    /// batch it is retrying on a failing disk).
+    pub fn unwritten(&self) -> usize {
+        let queued = self
+            .lock()
+            .iter()
+            .filter(|job| matches!(job, Job::Record(..)))
+            .count();
+        queued + self.held_by_writer.load(Ordering::Relaxed)
+    }
+
+    /// Writer side: how many records it holds and has not written yet.
+    pub fn set_held(&self, records: usize) {
+        self.held_by_writer.store(records, Ordering::Relaxed);
     }
 
     /// Writer side, on its stop order: refuses every later job (they are counted as lost) and

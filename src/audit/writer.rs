@@ -141,6 +141,7 @@ pub fn run(
         if stop.is_some() {
             pending.push((AuditRecord::new("audit_stop"), None));
         }
+        jobs.set_held(pending.len());
         let strict = pending.iter().any(|(_, ack)| ack.is_some());
         let result = commit(
             &mut chain,
@@ -165,6 +166,7 @@ pub fn run(
                     }
                 }
                 pending.extend(raised.into_iter().map(|alert| (alert, None)));
+                jobs.set_held(pending.len());
                 if let Some(done) = stop.take() {
                     let _ = done.send(());
                     return;
@@ -216,19 +218,22 @@ fn commit(
     }
     let (mut seq, mut prev, mut since) = (chain.seq, chain.prev.clone(), chain.since_checkpoint);
     let mut buffer = Vec::with_capacity(pending.len() * 400);
+    let checkpoint = |buffer: &mut Vec<u8>, seq: &mut u64, prev: &mut String| {
+        let mut checkpoint = AuditRecord::new("checkpoint");
+        checkpoint.signature = Some(key.sign(*seq + 1, prev));
+        append(buffer, &mut checkpoint, seq, prev, &settings.replica)
+    };
     for (record, _) in pending.iter_mut() {
+        // A checkpoint still owed (a crash tore off the one that followed the last record)
+        // comes first, so no run of records is ever longer than `checkpoint_every`.
+        if since >= settings.checkpoint_every {
+            checkpoint(&mut buffer, &mut seq, &mut prev)?;
+            since = 0;
+        }
         append(&mut buffer, record, &mut seq, &mut prev, &settings.replica)?;
         since += 1;
         if since >= settings.checkpoint_every {
-            let mut checkpoint = AuditRecord::new("checkpoint");
-            checkpoint.signature = Some(key.sign(seq + 1, &prev));
-            append(
-                &mut buffer,
-                &mut checkpoint,
-                &mut seq,
-                &mut prev,
-                &settings.replica,
-            )?;
+            checkpoint(&mut buffer, &mut seq, &mut prev)?;
             since = 0;
         }
     }

@@ -49,8 +49,8 @@ pub struct AssertionSigner {
 
 /// A signed assertion of one session, for one upstream.
 struct Cached {
-    /// The account as it was signed: a users-file change (roles, groups, claims) gives the
-    /// user a new `Arc`, and the next request is signed anew rather than told old roles.
+    /// The account as it was signed: after a users-file change (roles, groups, claims) the
+    /// next request is signed anew rather than told old roles.
     user: std::sync::Arc<crate::authn::users::User>,
     upstream: String,
     break_glass: bool,
@@ -106,7 +106,7 @@ impl AssertionSigner {
             let reusable = signed.iter().find(|c| {
                 c.upstream == upstream
                     && c.break_glass == break_glass
-                    && std::sync::Arc::ptr_eq(&c.user, &principal.user)
+                    && same_identity(&c.user, &principal.user)
                     && c.exp >= now + REUSE_MARGIN
             });
             if let Some(cached) = reusable {
@@ -139,7 +139,10 @@ impl AssertionSigner {
             .cache
             .entry(std::sync::Arc::clone(&principal.session_id))
             .or_default();
-        signed.retain(|c| c.exp >= now + REUSE_MARGIN);
+        // One entry per upstream and mark: a re-signed assertion replaces the one before.
+        signed.retain(|c| {
+            c.exp >= now + REUSE_MARGIN && (c.upstream != upstream || c.break_glass != break_glass)
+        });
         signed.push(Cached {
             user: std::sync::Arc::clone(&principal.user),
             upstream: upstream.to_string(),
@@ -149,6 +152,17 @@ impl AssertionSigner {
         });
         Some(value)
     }
+}
+
+/// Whether an assertion signed for `signed` still says the truth about `now`: the same account
+/// (most often the very same `Arc`; single sign-on identities are rebuilt from the session
+/// record, so their contents are compared).
+fn same_identity(signed: &crate::authn::users::User, now: &crate::authn::users::User) -> bool {
+    std::ptr::eq(signed, now)
+        || (signed.name == now.name
+            && signed.roles == now.roles
+            && signed.groups == now.groups
+            && signed.claims == now.claims)
 }
 
 #[cfg(test)]
@@ -215,6 +229,12 @@ mod tests {
         // Another session never gets this one's assertion.
         let other = signer.assertion(&principal("session-b"), "ehr", iss, 2_040, false);
         assert_ne!(other.expect("other"), ehr);
+        // The same account rebuilt (single sign-on identities are, from the session record)
+        // reuses it.
+        let rebuilt = signer
+            .assertion(&principal("session-a"), "ehr", iss, 2_051, false)
+            .expect("rebuilt");
+        assert_eq!(rebuilt, renewed);
         // A users-file change (here: a role removed) is signed anew at once, not served from
         // the cache for the rest of its life.
         let mut demoted = principal("session-a");

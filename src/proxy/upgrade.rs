@@ -11,7 +11,6 @@
 //! `Upgrade` unless it asks for WebSocket): bytes Wardgate cannot read would let later
 //! requests on the connection (`h2c` above all) pass routing, policy and audit.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -24,7 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::audit::{AuditRecord, Auditor};
+use crate::audit::open::OpenAccess;
 use crate::live::LiveGuard;
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
@@ -67,17 +66,9 @@ pub struct Tunnel {
     /// Registration against the session (absent on public routes).
     pub live: Option<LiveGuard>,
     /// An audited access's completion (`status` 101), written when the tunnel ends with the
-    /// bytes relayed to the client, how long it lasted and why it ended.
-    pub completion: Option<(AuditRecord, Arc<Auditor>)>,
-    /// When the request began.
-    pub started: std::time::Instant,
-}
-
-impl Drop for Tunnel {
-    /// A tunnel cut off without ending (shutdown dropped its task) still completes its record.
-    fn drop(&mut self) {
-        self.complete(0, "tunnel cut off at shutdown");
-    }
+    /// bytes relayed to the client and why it ended (at shutdown, if still open, by the
+    /// auditor).
+    pub completion: Option<OpenAccess>,
 }
 
 /// Why a tunnel ended.
@@ -119,11 +110,11 @@ impl Tunnel {
 
     /// Writes the completion record, if there is one still to write.
     fn complete(&mut self, delivered: u64, why: &str) {
-        if let Some((mut record, auditor)) = self.completion.take() {
-            record.bytes = Some(delivered);
-            record.latency_ms = Some((self.started.elapsed().as_secs_f64() * 1e6).round() / 1000.0);
-            record.reason = Some(why.to_string().into());
-            auditor.submit_kept(record);
+        if let Some(access) = self.completion.take() {
+            access.complete(|record| {
+                record.bytes = Some(delivered);
+                record.reason = Some(why.to_string().into());
+            });
         }
     }
 

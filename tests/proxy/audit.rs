@@ -53,7 +53,10 @@ pub(crate) async fn wait_for_record(
     wait_for_record_in(&dir.join("data/audit"), check).await
 }
 
-async fn wait_for_record_in(audit_dir: &Path, check: impl Fn(&serde_json::Value) -> bool) -> bool {
+pub(crate) async fn wait_for_record_in(
+    audit_dir: &Path,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> bool {
     for _ in 0..50 {
         if records_in(audit_dir).iter().any(&check) {
             return true;
@@ -729,10 +732,10 @@ async fn refusals_wait_for_room_instead_of_being_lost() {
 }
 
 /// A small tmpfs, unmounted when dropped (the disk-full test needs a disk that can fill up).
-struct SmallDisk(PathBuf);
+pub(crate) struct SmallDisk(pub(crate) PathBuf);
 
 impl SmallDisk {
-    fn mount(at: &Path, size: &str) -> SmallDisk {
+    pub(crate) fn mount(at: &Path, size: &str) -> SmallDisk {
         std::fs::create_dir_all(at).expect("mount point");
         let status = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::audit::{records, wait_for_record};
+use crate::audit::{records, wait_for_record, wait_for_record_in, SmallDisk};
 use crate::support::auth::{add_user, code, token};
 use crate::support::{config, write_config, Backend, Wardgate};
 
@@ -84,23 +84,35 @@ async fn a_cancelled_phi_request_leaves_a_completion_saying_so() {
     );
 }
 
-/// Shutdown with records the writer cannot write (its directory unusable): the proxy says how
-/// many were still queued and exits 1, never "closed" and 0.
+/// Shutdown while the writer cannot write (its disk full): the proxy says how many records
+/// were not written and exits 1, never "closed" and 0.
 #[tokio::test]
 async fn shutdown_with_unwritable_records_exits_non_zero() {
     let backend = Backend::start().await;
-    let extra = "\n[audit]\ndir = \"blocked\"\n\n[limits]\nshutdown_grace = \"1s\"\n";
+    let extra = "\n[audit]\ndir = \"disk/audit\"\n\n[limits]\nshutdown_grace = \"1s\"\n";
     let (dir, path) = write_config(&config(backend.addr, extra));
-    std::fs::write(dir.path().join("blocked"), "not a directory").expect("block");
+    let disk = SmallDisk::mount(&dir.path().join("disk"), "256k");
     let mut proxy = Wardgate::start_in(dir, path);
-    // A refused PHI request is recorded even while the writer fails (its record is kept).
-    let refused = proxy
-        .client()
-        .get(proxy.url("/patients/7/records"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(refused.status(), 401);
+    let client = proxy.client();
+    assert!(
+        wait_for_record_in(&disk.0.join("audit"), |r| r["event"] == "audit_start").await,
+        "the writer did not start"
+    );
+    // Fill the disk to the last byte.
+    let mut filler = std::fs::File::create(disk.0.join("filler")).expect("filler");
+    for block in [4096, 1] {
+        while std::io::Write::write_all(&mut filler, &vec![b'x'; block]).is_ok() {}
+    }
+    // Refused PHI requests are recorded whatever the writer's state (their records are
+    // kept); 40 of them outgrow the room left in the audit file's last page.
+    for _ in 0..40 {
+        let refused = client
+            .get(proxy.url("/patients/7/records"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(refused.status(), 401);
+    }
     proxy.signal("TERM");
     assert_eq!(proxy.exited(Duration::from_secs(20)).await, Some(1));
     assert!(
@@ -108,7 +120,41 @@ async fn shutdown_with_unwritable_records_exits_non_zero() {
         "{}",
         proxy.logs()
     );
-    assert!(!proxy.logs().contains("audit trail closed"));
+    let logs = proxy.logs();
+    let unwritten: usize = logs
+        .split("queued=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .expect("the count of unwritten records");
+    assert!(unwritten >= 20, "{unwritten} unwritten: {logs}");
+    assert!(!logs.contains("audit trail closed"));
+}
+
+/// A WebSocket still open at shutdown: its access is completed then ("still open at
+/// shutdown"), before `audit_stop`, not left with an admission record only.
+#[tokio::test]
+async fn a_websocket_open_at_shutdown_is_completed() {
+    let (_backend, mut proxy, token) = signed_in_patient("").await;
+    let mut socket = crate::continuous::open_ws(&proxy, "/patients/7/ws", Some(&token)).await;
+    crate::continuous::echo(&mut socket, "vitals: hr 72").await;
+    proxy.signal("TERM");
+    assert_eq!(proxy.exited(Duration::from_secs(20)).await, Some(0));
+    let trail = records(proxy.dir.path());
+    let completed = trail
+        .iter()
+        .position(|r| {
+            r["path"] == "/patients/7/ws"
+                && r["status"] == 101
+                && r["reason"] == "still open at shutdown"
+        })
+        .unwrap_or_else(|| panic!("no completion: {trail:?}"));
+    let stopped = trail
+        .iter()
+        .position(|r| r["event"] == "audit_stop")
+        .expect("audit_stop");
+    assert!(completed < stopped, "{trail:?}");
+    drop(socket);
 }
 
 /// A WebSocket on a PHI route is one access: admitted at the handshake and completed when the

@@ -199,8 +199,9 @@ async fn h2c_upgrades_are_not_tunnelled() {
     let backend = Backend::start().await;
     let proxy = Wardgate::start(&config(backend.addr, ""));
     let ca = proxy.dev_cert();
-    // `HTTP2-Settings` is left out of `Connection` on purpose, so hop-by-hop rules alone would
-    // not remove it; `/ws` on the test backend switches protocols whatever is asked.
+    // The h2c request as RFC 7540 §3.2 has it, except that `HTTP2-Settings` is not listed in
+    // `Connection` (as a smuggler would send it; without `Upgrade` it means nothing to the
+    // backend). `/ws` on the test backend switches protocols whatever is asked.
     let h2c = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\
                HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n";
     let response = raw::send(proxy.public, &ca, h2c.as_bytes()).await;

@@ -33,6 +33,8 @@ pub(super) struct Chain {
     unsynced: Vec<u8>,
     /// The file was cut back to `synced`: `unsynced` must be written again first.
     rewrite: bool,
+    /// Cutting back failed: it must succeed before anything else is written.
+    cut_pending: bool,
 }
 
 impl Chain {
@@ -48,6 +50,7 @@ impl Chain {
             opened: Instant::now(),
             unsynced: Vec::new(),
             rewrite: false,
+            cut_pending: false,
         }
     }
 
@@ -114,6 +117,11 @@ impl Chain {
     }
 
     fn write_again(&mut self) -> std::io::Result<()> {
+        if self.cut_pending {
+            self.file.set_len(self.synced.0)?;
+            self.file.seek(std::io::SeekFrom::End(0))?;
+            self.cut_pending = false;
+        }
         if self.rewrite {
             self.file.write_all(&self.unsynced)?;
             self.len = self.synced.0 + self.unsynced.len() as u64;
@@ -124,8 +132,13 @@ impl Chain {
 
     fn cut_back(&mut self) {
         let durable = self.synced.0;
-        let _ = self.file.set_len(durable);
-        let _ = self.file.seek(std::io::SeekFrom::End(0));
+        // If even this fails, nothing is appended after bytes that should be gone: the next
+        // attempt cuts back first (`write_again`).
+        self.cut_pending = self
+            .file
+            .set_len(durable)
+            .and_then(|()| self.file.seek(std::io::SeekFrom::End(0)))
+            .is_err();
         self.len = durable;
         self.rewrite = !self.unsynced.is_empty();
     }

@@ -189,3 +189,76 @@ fn a_restart_counts_the_records_since_the_last_checkpoint() {
     write_records(&newer, 2, seq, prev);
     assert_eq!(open_chain(dir.path()).expect("open").since_checkpoint, 3);
 }
+
+/// A crash can tear off the checkpoint that followed the last record. The checkpoint still owed
+/// comes before the next record, so no run of records is longer than `checkpoint_every`.
+#[test]
+fn a_checkpoint_torn_off_by_a_crash_comes_first_after_restart() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("audit-a-000000000001.jsonl");
+    write_records(&path, 3, 0, GENESIS.to_string());
+    let mut chain = open_chain(dir.path()).expect("open");
+    assert_eq!(chain.since_checkpoint, 3);
+    let settings = WriterSettings {
+        dir: dir.path().to_path_buf(),
+        fsync_interval: Duration::from_secs(1),
+        max_file_size: u64::MAX,
+        rotate_every: Duration::from_secs(3600),
+        mirror: None,
+        checkpoint_every: 3,
+        replica: super::super::Text::from("test"),
+    };
+    let key = CheckpointKey::load_or_create(&dir.path().join("signing.key")).expect("key");
+    let mut pending = vec![(AuditRecord::new("audit_start"), None)];
+    commit(&mut chain, &settings, &key, &mut pending, true).expect("commit");
+    let events: Vec<String> = std::fs::read_to_string(&path)
+        .expect("read")
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<AuditRecord>(line)
+                .expect("record")
+                .event
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        events,
+        ["access", "access", "access", "checkpoint", "audit_start"]
+    );
+}
+
+/// When the chain has to move to a new file after a failure (the old one cannot grow), what
+/// was not yet durable is written there first, and the new file is named after it.
+#[test]
+fn a_chain_moved_after_a_failure_writes_what_was_not_durable_in_the_new_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut chain = new_file(dir.path(), 0, GENESIS.to_string()).expect("file");
+    let (mut seq, mut prev) = (0, GENESIS.to_string());
+    let durable = batch(1, &mut seq, &mut prev);
+    chain
+        .append(&durable, seq, prev.clone(), true)
+        .expect("synced");
+    let unsynced = batch(2, &mut seq, &mut prev);
+    chain
+        .append(&unsynced, seq, prev.clone(), false)
+        .expect("written");
+    let next = batch(1, &mut seq, &mut prev);
+    FAIL_NEXT_SYNC.with(|fail| fail.set(Some(durable.len() as u64)));
+    assert!(chain.append(&next, seq, prev.clone(), true).is_err());
+    let old = chain.path.clone();
+    chain.move_to_new_file(dir.path()).expect("moved");
+    assert!(chain
+        .path
+        .to_string_lossy()
+        .ends_with("-000000000002.jsonl"));
+    chain.append(&next, seq, prev, true).expect("written");
+    assert_eq!(std::fs::read(&old).expect("old"), durable);
+    assert_eq!(
+        std::fs::read(&chain.path).expect("new"),
+        [unsynced, next].concat()
+    );
+    // Rotation carries the count of records since the last checkpoint.
+    chain.since_checkpoint = 2;
+    chain.rotate(dir.path()).expect("rotated");
+    assert_eq!(chain.since_checkpoint, 2);
+}
