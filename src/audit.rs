@@ -45,6 +45,9 @@ pub struct Auditor {
     jobs: Arc<queue::JobQueue>,
     healthy: Arc<AtomicBool>,
     open: open::OpenAccesses,
+    /// Set when the drain deadline has passed: what is dropped from then on was cut off by
+    /// shutdown, not by its client, and its completion says so.
+    cutting_off: AtomicBool,
 }
 
 /// Proof that an allowed request was recorded, handed from admission to forwarding. For an
@@ -52,8 +55,9 @@ pub struct Auditor {
 /// (built once: the session hash and the address are not computed twice per request).
 ///
 /// A ticket dropped while it still holds its completion means the request was cancelled
-/// after admission and before a response (the client reset the stream or went away): the
-/// backend may have acted, so the completion is written then, saying so. A forwarding error completes it with the error's status ([`AuditTicket::fail`]).
+/// after admission and before a response (the client reset the stream or went away, or
+/// shutdown cut it off): the backend may have acted, so the completion is written then,
+/// saying so. A forwarding error completes it with the error's status ([`AuditTicket::fail`]).
 #[derive(Debug)]
 pub struct AuditTicket {
     completion: Option<(AuditRecord, Arc<Auditor>)>,
@@ -84,7 +88,12 @@ impl AuditTicket {
 impl Drop for AuditTicket {
     fn drop(&mut self) {
         if let Some((mut record, auditor)) = self.completion.take() {
-            record.reason = Some("cancelled before the backend answered".into());
+            let reason = if auditor.is_cutting_off() {
+                "cut off at shutdown before the backend answered"
+            } else {
+                "cancelled before the backend answered"
+            };
+            record.reason = Some(reason.into());
             auditor.submit_kept(record);
         }
     }
@@ -136,7 +145,19 @@ impl Auditor {
             jobs,
             healthy,
             open: open::OpenAccesses::default(),
+            cutting_off: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the drain deadline as passed: requests, streams and tunnels dropped from now on
+    /// are completed as cut off by shutdown (the serving runtimes are dropped next).
+    pub fn cut_off(&self) {
+        self.cutting_off.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether shutdown is cutting off what is still open (see [`Auditor::cut_off`]).
+    pub fn is_cutting_off(&self) -> bool {
+        self.cutting_off.load(Ordering::Relaxed)
     }
 
     /// Whether records are being written (for `/readyz` and admission).

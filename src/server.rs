@@ -118,6 +118,9 @@ fn start_state(config: &StateConfig) -> Result<Arc<dyn StateStore>, ServeError> 
     })
 }
 
+/// How long shutdown waits for the serving threads to drop what is left on them.
+const SERVING_THREADS_STOP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves `config` until SIGTERM/SIGINT. `source` is re-read on SIGHUP (none: reload disabled).
 pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), ServeError> {
     let metrics = crate::metrics::install();
@@ -187,13 +190,13 @@ pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), Serv
         local(&public),
         local(&admin)
     );
-    let workers = workers::Workers::start(serve_threads).map_err(ServeError::Workers)?;
+    let workers = Arc::new(workers::Workers::start(serve_threads).map_err(ServeError::Workers)?);
     tracing::info!(serve_threads = workers.count(), "serving threads started");
     tokio::spawn(listener::run(
         public,
         Arc::clone(&shared),
         stop_rx.clone(),
-        Arc::new(workers),
+        Arc::clone(&workers),
     ));
     tokio::spawn(crate::admin::run(
         admin,
@@ -236,6 +239,16 @@ pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), Serv
     match tokio::time::timeout(grace, shared.connections.acquire_many(all)).await {
         Ok(_) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("drain deadline reached; closing remaining connections"),
+    }
+    // What is still open now is cut off: dropping the serving runtimes completes each open
+    // access in the trail ("cut off at shutdown ..."), before `audit_stop`.
+    shared.audit.cut_off();
+    let stuck = workers.stop(SERVING_THREADS_STOP).await;
+    if stuck > 0 {
+        tracing::error!(
+            stuck,
+            "serving threads did not stop; requests still on them have no completion record"
+        );
     }
     if let Err(queued) = shared.audit.stop().await {
         tracing::error!(

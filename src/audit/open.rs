@@ -1,7 +1,8 @@
 //! Accesses that stay open after their response head (WebSocket tunnels). Their completion
-//! records wait here rather than in the tunnel task: at shutdown the serving runtimes are not
-//! dropped, so a task's own `Drop` would never run, and an access still open then would never
-//! be completed. [`super::Auditor::stop`] writes what is left here ("still open at shutdown").
+//! records wait here rather than in the tunnel task alone. At shutdown the serving runtimes are
+//! dropped, which drops each tunnel and writes its completion ("still open at shutdown"); a
+//! serving thread that does not stop in time never drops its tasks, so [`super::Auditor::stop`]
+//! also writes whatever is left here, before `audit_stop`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,7 +75,12 @@ impl OpenAccess {
 
 impl Drop for OpenAccess {
     fn drop(&mut self) {
-        self.write(|record| record.reason = Some("cut off before it ended".into()));
+        let reason = if self.auditor.is_cutting_off() {
+            "still open at shutdown"
+        } else {
+            "cut off before it ended"
+        };
+        self.write(|record| record.reason = Some(reason.into()));
     }
 }
 

@@ -83,8 +83,14 @@ impl HttpBody for RecordedBody {
 
 impl Drop for RecordedBody {
     fn drop(&mut self) {
+        let cut_off = self
+            .pending
+            .as_ref()
+            .is_some_and(|(auditor, _, _)| auditor.is_cutting_off());
         let outcome = if self.inner.is_end_stream() {
             "complete"
+        } else if cut_off {
+            "cut off at shutdown before the response ended"
         } else {
             "client closed before the response ended"
         };

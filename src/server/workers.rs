@@ -14,6 +14,11 @@
 //! of the traffic; and round-robin hand-off spreads a few long-lived connections evenly where
 //! the kernel's hash may not.
 //!
+//! At shutdown, once draining is over, [`Workers::stop`] ends each serving runtime and drops
+//! it with every task still on it: that is what runs the `Drop` of requests, response streams
+//! and tunnels still open, whose audit completions say they were cut off at shutdown. Left
+//! running, the runtimes would keep those tasks (and their missing completions) until exit.
+//!
 //! Everything else (admin, reload, signals, health checks, continuous validation) stays on the
 //! main runtime, and password hashes run on their own low-priority threads
 //! (`authn/password.rs`).
@@ -21,8 +26,12 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
+use tokio::sync::watch;
 
 thread_local! {
     /// 0 on every thread but the serving threads, which are 1..=count.
@@ -39,30 +48,68 @@ pub fn index() -> usize {
 pub struct Workers {
     handles: Vec<Handle>,
     next: AtomicUsize,
+    stop: watch::Sender<bool>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Workers {
-    /// Starts `count` serving threads (at least one). They run until the process exits: the
+    /// Starts `count` serving threads (at least one). They run until [`Workers::stop`]: the
     /// main runtime decides when draining is over.
     pub fn start(count: usize) -> std::io::Result<Workers> {
+        let (stop, stopped) = watch::channel(false);
         let mut handles = Vec::new();
+        let mut threads = Vec::new();
         for number in 1..=count.max(1) {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .thread_name(format!("wardgate-serve-{number}"))
                 .build()?;
             handles.push(runtime.handle().clone());
-            std::thread::Builder::new()
-                .name(format!("wardgate-serve-{number}"))
-                .spawn(move || {
-                    INDEX.with(|index| index.set(number));
-                    runtime.block_on(std::future::pending::<()>());
-                })?;
+            let mut stopped = stopped.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("wardgate-serve-{number}"))
+                    .spawn(move || {
+                        INDEX.with(|index| index.set(number));
+                        runtime.block_on(async {
+                            let _ = stopped.wait_for(|stop| *stop).await;
+                        });
+                        // Drops every task still on this thread, running their `Drop`s.
+                        drop(runtime);
+                    })?,
+            );
         }
         Ok(Workers {
             handles,
             next: AtomicUsize::new(0),
+            stop,
+            threads: Mutex::new(threads),
         })
+    }
+
+    /// Ends every serving runtime, dropping the connections, requests and streams still on it,
+    /// and waits up to `wait` for the threads to finish. Returns how many did not (a task
+    /// blocking its thread): their tasks are never dropped.
+    pub async fn stop(&self, wait: Duration) -> usize {
+        let _ = self.stop.send(true);
+        let threads = std::mem::take(
+            &mut *self
+                .threads
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        let count = threads.len();
+        let joined = tokio::task::spawn_blocking(move || {
+            threads
+                .into_iter()
+                .map(JoinHandle::join)
+                .filter(Result::is_ok)
+                .count()
+        });
+        match tokio::time::timeout(wait, joined).await {
+            Ok(Ok(joined)) => count - joined,
+            _ => count,
+        }
     }
 
     /// How many serving threads run.
@@ -111,5 +158,32 @@ mod tests {
             got,
             vec![(1, name(1)), (1, name(1)), (2, name(2)), (2, name(2))]
         );
+    }
+
+    /// Stopping drops the tasks still running (so their `Drop`s, which write audit
+    /// completions, run) and joins the threads.
+    #[tokio::test]
+    async fn stop_drops_the_tasks_left_on_the_threads() {
+        struct Dropped(std::sync::mpsc::Sender<&'static str>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                let _ = self.0.send("dropped");
+            }
+        }
+        let workers = Workers::start(2).expect("start");
+        let (report, seen) = std::sync::mpsc::channel();
+        for _ in 0..2 {
+            let guard = Dropped(report.clone());
+            workers.spawn(async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+            });
+        }
+        drop(report);
+        assert_eq!(workers.stop(std::time::Duration::from_secs(5)).await, 0);
+        for _ in 0..2 {
+            let dropped = seen.recv_timeout(std::time::Duration::from_secs(1));
+            assert_eq!(dropped, Ok("dropped"));
+        }
     }
 }

@@ -185,3 +185,67 @@ async fn a_phi_websocket_is_completed_when_its_tunnel_ends() {
         records(&home)
     );
 }
+
+/// Shutdown cuts off what the drain deadline left open, and the trail says so: a PHI stream
+/// still sending (its bytes so far) and a PHI request whose backend has not answered are
+/// completed as cut off at shutdown, before `audit_stop`, not left with an admission only.
+#[tokio::test]
+async fn accesses_cut_off_at_shutdown_are_completed() {
+    let extra = "\n[limits]\nshutdown_grace = \"1s\"\n";
+    let (_backend, mut proxy, token) = signed_in_patient(extra).await;
+    let client = proxy.client();
+    let mut stream = client
+        .get(proxy.url("/patients/7/ticks"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), 200);
+    let first = stream.chunk().await.expect("read").expect("a tick");
+    assert!(first.starts_with(b"tick 0"), "{first:?}");
+    let waiting = tokio::spawn({
+        let request = client
+            .get(proxy.url("/patients/7/slow?ms=20000"))
+            .bearer_auth(&token);
+        async move { request.send().await }
+    });
+    let home = proxy.dir.path().to_path_buf();
+    assert!(
+        wait_for_record(&home, |r| r["path"] == "/patients/7/slow"
+            && r["decision"] == "allow")
+        .await,
+        "the slow request was not admitted"
+    );
+    proxy.signal("TERM");
+    assert_eq!(proxy.exited(Duration::from_secs(20)).await, Some(0));
+    assert!(
+        waiting.await.expect("join").is_err(),
+        "the slow request got an answer"
+    );
+    let trail = records(&home);
+    let position = |path: &str, reason: &str| {
+        trail
+            .iter()
+            .position(|r| r["path"] == path && r["reason"] == reason)
+            .unwrap_or_else(|| panic!("no {path} completion saying {reason:?}: {trail:?}"))
+    };
+    let streamed = position(
+        "/patients/7/ticks",
+        "cut off at shutdown before the response ended",
+    );
+    assert_eq!(trail[streamed]["status"], 200);
+    assert!(
+        trail[streamed]["bytes"].as_u64().is_some_and(|b| b >= 7),
+        "{}",
+        trail[streamed]
+    );
+    let unanswered = position(
+        "/patients/7/slow",
+        "cut off at shutdown before the backend answered",
+    );
+    let stopped = trail
+        .iter()
+        .position(|r| r["event"] == "audit_stop")
+        .expect("audit_stop");
+    assert!(streamed < stopped && unanswered < stopped, "{trail:?}");
+}
