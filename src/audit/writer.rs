@@ -109,6 +109,8 @@ pub fn run(
     let mut last_sync = Instant::now();
     let mut dirty = false;
     let mut stop: Option<oneshot::Sender<()>> = None;
+    // How many of `pending` are alerts raised by the last batch (already run through the rules).
+    let mut raised_waiting = 0;
     jobs.attach_writer();
     let mut incoming = Vec::new();
     loop {
@@ -138,7 +140,11 @@ pub fn run(
         if let Some(alert) = jobs.take_lost(stop.is_some()) {
             pending.push((alert, None));
         }
-        if stop.is_some() {
+        // The last records are written (and their alerts raised) before `audit_stop`: the
+        // trail is closed only by a batch of nothing but alerts already raised, so an alert the
+        // last batch raises is written, not lost with the stop.
+        let closing = stop.is_some() && pending.len() == raised_waiting;
+        if closing {
             pending.push((AuditRecord::new("audit_stop"), None));
         }
         jobs.set_held(pending.len());
@@ -165,10 +171,13 @@ pub fn run(
                         let _ = ack.send(());
                     }
                 }
+                raised_waiting = raised.len();
                 pending.extend(raised.into_iter().map(|alert| (alert, None)));
                 jobs.set_held(pending.len());
-                if let Some(done) = stop.take() {
-                    let _ = done.send(());
+                if closing {
+                    if let Some(done) = stop.take() {
+                        let _ = done.send(());
+                    }
                     return;
                 }
             }
@@ -176,10 +185,8 @@ pub fn run(
                 if healthy.swap(false, Ordering::Relaxed) {
                     tracing::error!(file = %chain.path.display(), error = %err, "audit write failed; PHI requests refused until it recovers");
                 }
-                if let Some(AuditRecord { event, .. }) = pending.last().map(|(r, _)| r) {
-                    if event == "audit_stop" {
-                        pending.pop();
-                    }
+                if closing {
+                    pending.pop();
                 }
                 std::thread::sleep(Duration::from_millis(200));
                 if chain.len >= settings.max_file_size || matches!(err.raw_os_error(), Some(27)) {

@@ -262,3 +262,75 @@ fn a_chain_moved_after_a_failure_writes_what_was_not_durable_in_the_new_file() {
     chain.rotate(dir.path()).expect("rotated");
     assert_eq!(chain.since_checkpoint, 2);
 }
+
+/// An alert raised by the last records before a stop is written before `audit_stop`, not lost
+/// with the stop: here the failed login that reaches the threshold arrives with the stop order.
+#[test]
+fn an_alert_raised_by_the_last_batch_is_written_before_audit_stop() {
+    let dir = tempfile::tempdir().expect("dir");
+    let settings = WriterSettings {
+        dir: dir.path().to_path_buf(),
+        fsync_interval: Duration::from_secs(1),
+        max_file_size: u64::MAX,
+        rotate_every: Duration::from_secs(3600),
+        mirror: None,
+        checkpoint_every: 1000,
+        replica: super::super::Text::from("test"),
+    };
+    let key = CheckpointKey::load_or_create(&dir.path().join("signing.key")).expect("key");
+    let jobs = Arc::new(crate::audit::queue::JobQueue::new(16));
+    for _ in 0..3 {
+        let mut failed = AuditRecord::new("login_failed");
+        failed.user = Some("alice".into());
+        jobs.push_kept(Job::Record(Box::new(failed), None));
+    }
+    let (done, stopped) = oneshot::channel();
+    assert!(jobs.push_stop(Job::Stop(done)).is_ok());
+    let detector = crate::audit::detect::Detector::new(crate::audit::detect::DetectConfig {
+        failed_logins_per_account: 3,
+        failed_logins_per_ip: 100,
+        window: Duration::from_secs(60),
+        distinct_patients: 100,
+        patient_window: Duration::from_secs(60),
+        phi_hours: None,
+    });
+    let alerts = Alerts {
+        detector: Some(detector),
+        webhook: None,
+    };
+    run(
+        settings,
+        key,
+        jobs,
+        Arc::new(AtomicBool::new(false)),
+        alerts,
+    );
+    assert_eq!(stopped.blocking_recv(), Ok(()));
+    let mut files: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "jsonl"))
+        .collect();
+    assert_eq!(files.len(), 1);
+    let events: Vec<String> = std::fs::read_to_string(files.remove(0))
+        .expect("read")
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<AuditRecord>(line)
+                .expect("record")
+                .event
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "audit_start",
+            "login_failed",
+            "login_failed",
+            "login_failed",
+            "alert",
+            "audit_stop"
+        ]
+    );
+}
