@@ -29,6 +29,7 @@ pub mod target;
 
 use context::{ConnInfo, RequestCtx};
 use error::GateError;
+use normalize::PathError;
 use target::RequestTarget;
 
 /// Handles one request; never fails (every error becomes an answer).
@@ -67,13 +68,22 @@ async fn pipeline(
     if authn::portal::owns(&target.path) {
         return authn::portal::handle(app, ctx, &target, req).await;
     }
-    // 3. route: most specific route, or 404 (default deny).
+    // 3. route: most specific route, or 404 (default deny); 400 if the path spelled with
+    // other letter case or a trailing slash reaches another route (refused as that one if it
+    // holds PHI, so the refusal is audited).
     let matched = app
         .routes
         .lookup(&target.host, &target.path, req.method())
         .ok_or(GateError::NoRoute)?;
     ctx.route = Some(Arc::clone(&matched.route));
     ctx.note_route(&matched, &target);
+    if let Some(other) =
+        app.routes
+            .variant_route(&target.host, &target.path, req.method(), &matched.route)
+    {
+        ctx.note_variant_route(other, &target);
+        return Err(PathError::RouteVariant.into());
+    }
     // 4. authenticate: who is calling, or 401 / login redirect.
     let client_cert = ctx.conn.client_identity.clone();
     let caller = authn::authenticate(

@@ -419,14 +419,14 @@ fn routes(
         };
         if let Some(twin) = out.iter().find(|other| {
             other.host == compiled.host
-                && other.path == compiled.path
+                && other.path.spelled_alike(&compiled.path)
                 && methods_overlap(&other.methods, &compiled.methods)
         }) {
             sink.span(
                 route.path.span(),
                 field("path"),
                 format!(
-                    "ambiguous: route `{}` already matches the same host, path and methods",
+                    "ambiguous: route `{}` already matches the same host, path (ignoring letter case and a trailing slash) and methods",
                     twin.name
                 ),
             );

@@ -121,6 +121,19 @@ impl RequestCtx {
         }
     }
 
+    /// Notes the other route a spelling variant of the path reaches (the request is refused):
+    /// if it holds PHI, the refusal is logged and audited as a request to it.
+    pub fn note_variant_route(
+        &mut self,
+        other: Arc<crate::config::RouteConfig>,
+        target: &crate::gate::target::RequestTarget,
+    ) {
+        if other.phi {
+            self.phi_target = Some((Arc::clone(&target.host), Arc::clone(&target.path)));
+            self.route = Some(other);
+        }
+    }
+
     /// Records the authenticated user for the request log.
     pub fn note_caller(&mut self, caller: &crate::authn::Caller) {
         if let crate::authn::Caller::User(principal, _) = caller {

@@ -44,6 +44,10 @@ pub enum PathError {
     /// `..` would climb above the root.
     #[error("dot-segment above root")]
     AboveRoot,
+    /// Spelled with other letter case or a trailing slash, the path reaches another route
+    /// (`route/variants.rs`): a backend that ignores the difference would serve that one.
+    #[error("another route matches this path if letter case or a trailing slash is ignored")]
+    RouteVariant,
 }
 
 /// Returns the canonical form of `raw` (the path part of a request target, without query).

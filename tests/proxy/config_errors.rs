@@ -223,3 +223,17 @@ fn root_is_refused_on_a_public_address_without_allow_root() {
     );
     assert!(err.contains("--allow-root"), "{err}");
 }
+
+/// Two routes that differ only in letter case, a trailing slash or a parameter's name match
+/// the same requests as far as a lenient backend is concerned: a config error at the second.
+#[test]
+fn routes_spelled_alike_are_ambiguous() {
+    let twin = "\n[[routes]]\nname = \"records-again\"\npath = \"/Patients/{id}/**\"\nupstream = \"ehr\"\npublic = true\n";
+    let (code, _, err, path, _dir) = check(&format!("{VALID}{twin}"));
+    assert_eq!(code, 2, "{err}");
+    let expected = format!(
+        "{}:17: routes[1].path: ambiguous: route `records`",
+        path.display()
+    );
+    assert!(err.starts_with(&expected), "got: {err}");
+}

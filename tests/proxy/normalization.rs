@@ -80,3 +80,46 @@ async fn ambiguous_paths_are_400_and_never_forwarded() {
     let response = raw::send(proxy.public, &ca, &raw::get("/pub/fine")).await;
     assert_eq!(raw::status(&response), 200);
 }
+
+/// With a public catch-all, `/Private/x` and `/patients/7/records` spelled in capitals would
+/// reach it in Wardgate and, at a backend that ignores case, the protected handler: 400, never
+/// forwarded, and the refusal on the PHI route is audited. A trailing slash likewise for an
+/// exact route; other paths with capitals still pass.
+#[tokio::test]
+async fn case_and_slash_variants_of_another_route_are_400() {
+    let backend = Backend::start().await;
+    let catch_all =
+        "\n[[routes]]\nname = \"site\"\npath = \"/**\"\nupstream = \"b\"\npublic = true\n";
+    let proxy = Wardgate::start(&config(backend.addr, catch_all));
+    let ca = proxy.dev_cert();
+    for sent in ["/Private/x", "/PATIENTS/7/records", "/ws/", "/WS"] {
+        let response = raw::send(proxy.public, &ca, &raw::get(sent)).await;
+        assert_eq!(raw::status(&response), 400, "{sent}: {response}");
+    }
+    assert!(
+        backend.seen().is_empty(),
+        "forwarded: {:?}",
+        backend.paths()
+    );
+    // The body is the fixed error JSON; the log line says why.
+    assert!(
+        proxy
+            .logs()
+            .contains("if letter case or a trailing slash is ignored"),
+        "{}",
+        proxy.logs()
+    );
+    for sent in ["/pub/Mixed/Case", "/Site/page/", "/private"] {
+        let response = raw::send(proxy.public, &ca, &raw::get(sent)).await;
+        assert_ne!(raw::status(&response), 400, "{sent}: {response}");
+    }
+    let home = proxy.dir.path().to_path_buf();
+    assert!(
+        crate::audit::wait_for_record(&home, |r| r["path"] == "/PATIENTS/7/records"
+            && r["decision"] == "deny"
+            && r["status"] == 400)
+        .await,
+        "the refusal on the PHI route was not audited: {:?}",
+        crate::audit::records(&home)
+    );
+}
