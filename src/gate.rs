@@ -69,8 +69,8 @@ async fn pipeline(
         return authn::portal::handle(app, ctx, &target, req).await;
     }
     // 3. route: most specific route, or 404 (default deny); 400 if the path spelled with
-    // other letter case or a trailing slash reaches another route (refused as that one if it
-    // holds PHI, so the refusal is audited).
+    // other letter case or a trailing slash reaches a route that treats it differently
+    // (refused as a request to that one if it holds PHI, so the refusal is audited).
     let matched = app
         .routes
         .lookup(&target.host, &target.path, req.method())
@@ -79,9 +79,9 @@ async fn pipeline(
     ctx.note_route(&matched, &target);
     if let Some(other) =
         app.routes
-            .variant_route(&target.host, &target.path, req.method(), &matched.route)
+            .variant_route(&target.host, &target.path, req.method(), &matched)
     {
-        ctx.note_variant_route(other, &target);
+        ctx.note_variant_route(&other, &target);
         return Err(PathError::RouteVariant.into());
     }
     // 4. authenticate: who is calling, or 401 / login redirect.

@@ -135,15 +135,17 @@ pub fn run(
                 accept(job, &mut pending, &mut stop);
             }
         }
+        // The last records are written (and their alerts raised) before `audit_stop`: the
+        // trail is closed only by a batch of nothing but alerts already raised, so an alert the
+        // last batch raises is written, not lost with the stop. (Decided before the report of
+        // lost records below joins the batch: late submitters, refused once the queue closed,
+        // must not keep postponing the close.)
+        let closing = stop.is_some() && pending.len() == raised_waiting;
         // Records that found the queue and its reserve full are reported, never silently gone
         // (also while a failing disk is retried: then `pending` grows by one alert a second).
         if let Some(alert) = jobs.take_lost(stop.is_some()) {
             pending.push((alert, None));
         }
-        // The last records are written (and their alerts raised) before `audit_stop`: the
-        // trail is closed only by a batch of nothing but alerts already raised, so an alert the
-        // last batch raises is written, not lost with the stop.
-        let closing = stop.is_some() && pending.len() == raised_waiting;
         if closing {
             pending.push((AuditRecord::new("audit_stop"), None));
         }

@@ -125,12 +125,12 @@ impl RequestCtx {
     /// if it holds PHI, the refusal is logged and audited as a request to it.
     pub fn note_variant_route(
         &mut self,
-        other: Arc<crate::config::RouteConfig>,
+        other: &crate::gate::route::RouteMatch,
         target: &crate::gate::target::RequestTarget,
     ) {
-        if other.phi {
-            self.phi_target = Some((Arc::clone(&target.host), Arc::clone(&target.path)));
-            self.route = Some(other);
+        if other.route.phi {
+            self.route = Some(Arc::clone(&other.route));
+            self.note_route(other, target);
         }
     }
 

@@ -74,8 +74,9 @@ impl Workers {
                         runtime.block_on(async {
                             let _ = stopped.wait_for(|stop| *stop).await;
                         });
-                        // Drops every task still on this thread, running their `Drop`s.
-                        drop(runtime);
+                        // Drops every task still on this thread, running their `Drop`s,
+                        // without waiting for blocking work it started (a name lookup).
+                        runtime.shutdown_background();
                     })?,
             );
         }
@@ -89,7 +90,8 @@ impl Workers {
 
     /// Ends every serving runtime, dropping the connections, requests and streams still on it,
     /// and waits up to `wait` for the threads to finish. Returns how many did not (a task
-    /// blocking its thread): their tasks are never dropped.
+    /// blocking its thread): their tasks are never dropped, and they are left behind rather
+    /// than joined, so they cannot hold up the exit.
     pub async fn stop(&self, wait: Duration) -> usize {
         let _ = self.stop.send(true);
         let threads = std::mem::take(
@@ -98,18 +100,16 @@ impl Workers {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
         );
-        let count = threads.len();
-        let joined = tokio::task::spawn_blocking(move || {
-            threads
-                .into_iter()
-                .map(JoinHandle::join)
-                .filter(Result::is_ok)
-                .count()
-        });
-        match tokio::time::timeout(wait, joined).await {
-            Ok(Ok(joined)) => count - joined,
-            _ => count,
+        let deadline = tokio::time::Instant::now() + wait;
+        while threads.iter().any(|thread| !thread.is_finished())
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        threads
+            .iter()
+            .filter(|thread| !thread.is_finished())
+            .count()
     }
 
     /// How many serving threads run.
@@ -185,5 +185,24 @@ mod tests {
             let dropped = seen.recv_timeout(std::time::Duration::from_secs(1));
             assert_eq!(dropped, Ok("dropped"));
         }
+    }
+
+    /// A thread blocked by its task is reported and left behind, not waited for: shutdown
+    /// must not hang on it.
+    #[tokio::test]
+    async fn stop_leaves_a_blocked_thread_behind() {
+        let workers = Workers::start(1).expect("start");
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let (started, running) = std::sync::mpsc::channel();
+        workers.spawn(async move {
+            let _ = started.send(());
+            let _ = blocked.recv();
+        });
+        running
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the task runs");
+        let stuck = workers.stop(std::time::Duration::from_millis(200)).await;
+        assert_eq!(stuck, 1);
+        drop(release);
     }
 }

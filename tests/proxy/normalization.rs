@@ -83,16 +83,16 @@ async fn ambiguous_paths_are_400_and_never_forwarded() {
 
 /// With a public catch-all, `/Private/x` and `/patients/7/records` spelled in capitals would
 /// reach it in Wardgate and, at a backend that ignores case, the protected handler: 400, never
-/// forwarded, and the refusal on the PHI route is audited. A trailing slash likewise for an
-/// exact route; other paths with capitals still pass.
+/// forwarded, and the refusal on the PHI route is audited with its patient. A trailing slash
+/// likewise for an exact protected route; other paths with capitals, and variants between
+/// routes configured alike, still pass.
 #[tokio::test]
 async fn case_and_slash_variants_of_another_route_are_400() {
     let backend = Backend::start().await;
-    let catch_all =
-        "\n[[routes]]\nname = \"site\"\npath = \"/**\"\nupstream = \"b\"\npublic = true\n";
+    let catch_all = "\n[[routes]]\nname = \"site\"\npath = \"/**\"\nupstream = \"b\"\npublic = true\n\n[[routes]]\nname = \"account\"\npath = \"/account\"\nupstream = \"b\"\nallow = [{ authenticated = true }]\n";
     let proxy = Wardgate::start(&config(backend.addr, catch_all));
     let ca = proxy.dev_cert();
-    for sent in ["/Private/x", "/PATIENTS/7/records", "/ws/", "/WS"] {
+    for sent in ["/Private/x", "/PATIENTS/7/records", "/account/", "/Account"] {
         let response = raw::send(proxy.public, &ca, &raw::get(sent)).await;
         assert_eq!(raw::status(&response), 400, "{sent}: {response}");
     }
@@ -109,13 +109,16 @@ async fn case_and_slash_variants_of_another_route_are_400() {
         "{}",
         proxy.logs()
     );
-    for sent in ["/pub/Mixed/Case", "/Site/page/", "/private"] {
+    // `/ws` and the catch-all are configured alike (public, same backend): no ambiguity.
+    for sent in ["/pub/Mixed/Case", "/Site/page/", "/private", "/ws/", "/WS"] {
         let response = raw::send(proxy.public, &ca, &raw::get(sent)).await;
         assert_ne!(raw::status(&response), 400, "{sent}: {response}");
     }
     let home = proxy.dir.path().to_path_buf();
     assert!(
         crate::audit::wait_for_record(&home, |r| r["path"] == "/PATIENTS/7/records"
+            && r["route"] == "patient-records"
+            && r["patient_id"] == "7"
             && r["decision"] == "deny"
             && r["status"] == 400)
         .await,

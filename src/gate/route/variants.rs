@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use http::Method;
 
-use super::{PathPattern, RouteTable, Segment};
+use super::{PathPattern, RouteMatch, RouteTable, Segment};
+use crate::audit::Text;
 use crate::config::RouteConfig;
 
 impl PathPattern {
@@ -44,8 +45,9 @@ impl PathPattern {
             })
     }
 
-    /// Matches a canonical path ignoring letter case and a trailing slash.
-    fn matches_loosely(&self, path: &str) -> bool {
+    /// Matches a canonical path ignoring letter case and a trailing slash, capturing
+    /// parameters into `params`.
+    fn matches_loosely(&self, path: &str, params: &mut Vec<(Text, Text)>) -> bool {
         let path = if path.len() > 1 {
             path.strip_suffix('/').unwrap_or(path)
         } else {
@@ -64,7 +66,9 @@ impl PathPattern {
             };
             match segment {
                 Segment::Literal(literal) if literal.eq_ignore_ascii_case(part) => {}
-                Segment::Param(_) if !part.is_empty() => {}
+                Segment::Param(name) if !part.is_empty() => {
+                    params.push((Arc::clone(name), Text::from(part)))
+                }
                 _ => return false,
             }
         }
@@ -73,28 +77,49 @@ impl PathPattern {
 }
 
 impl RouteTable {
-    /// The route a spelling variant of `path` reaches, when it is not `matched` (the route
-    /// `path` itself reaches): the request is then ambiguous. Paths in lower case without a
-    /// trailing slash skip the scan unless some route is spelled otherwise.
+    /// The route a spelling variant of `path` reaches, with what it captures, when the
+    /// request would be treated differently there than by `matched` (the route `path` itself
+    /// reaches): the request is then ambiguous. Paths in lower case without a trailing slash
+    /// skip the scan unless some route is spelled otherwise.
     pub fn variant_route(
         &self,
         host: &str,
         path: &str,
         method: &Method,
-        matched: &Arc<RouteConfig>,
-    ) -> Option<Arc<RouteConfig>> {
+        matched: &RouteMatch,
+    ) -> Option<RouteMatch> {
         let plain = !path.bytes().any(|b| b.is_ascii_uppercase())
             && (path.len() == 1 || !path.ends_with('/'));
         if plain && !self.variant_spellings {
             return None;
         }
+        let mut params = Vec::new();
         let loose = self.routes.iter().find(|route| {
+            params.clear();
             route.methods.as_ref().is_none_or(|m| m.contains(method))
                 && route.host.matches(host)
-                && route.path.matches_loosely(path)
+                && route.path.matches_loosely(path, &mut params)
         })?;
-        (!Arc::ptr_eq(loose, matched)).then(|| Arc::clone(loose))
+        let harmless = Arc::ptr_eq(loose, &matched.route)
+            || (same_treatment(loose, &matched.route) && params == matched.params);
+        (!harmless).then(|| RouteMatch {
+            route: Arc::clone(loose),
+            params,
+        })
     }
+}
+
+/// Whether a request is handled alike under either route (same backend, authentication,
+/// policy, audit and limits): then which of the two a backend picks does not matter.
+fn same_treatment(a: &RouteConfig, b: &RouteConfig) -> bool {
+    a.upstream == b.upstream
+        && a.public == b.public
+        && a.phi == b.phi
+        && a.max_body == b.max_body
+        && a.audit == b.audit
+        && a.policy == b.policy
+        && a.max_auth_age == b.max_auth_age
+        && a.break_glass == b.break_glass
 }
 
 #[cfg(test)]
@@ -102,11 +127,24 @@ mod tests {
     use super::super::tests::route;
     use super::*;
 
+    /// A route that, unlike the public catch-alls below, needs a signed-in caller.
+    fn guarded(
+        name: &str,
+        host: Option<&str>,
+        path: &str,
+        methods: Option<&[&str]>,
+    ) -> RouteConfig {
+        RouteConfig {
+            public: false,
+            ..route(name, host, path, methods)
+        }
+    }
+
     fn refused(table: &RouteTable, path: &str) -> Option<String> {
-        let matched = table.lookup("h", path, &Method::GET)?.route;
+        let matched = table.lookup("h", path, &Method::GET)?;
         table
             .variant_route("h", path, &Method::GET, &matched)
-            .map(|other| other.name.to_string())
+            .map(|other| other.route.name.to_string())
     }
 
     /// `/Admin` would reach the catch-all here and the admin handler of a backend that ignores
@@ -115,10 +153,10 @@ mod tests {
     fn a_variant_reaching_another_route_is_refused() {
         let table = RouteTable::new(&[
             route("catch-all", None, "/**", None),
-            route("admin", None, "/admin/**", None),
-            route("login", None, "/login", None),
-            route("patients", None, "/patients/{id}/**", None),
-            route("me", None, "/patients/me/**", None),
+            guarded("admin", None, "/admin/**", None),
+            guarded("login", None, "/login", None),
+            guarded("patients", None, "/patients/{id}/**", None),
+            guarded("me", None, "/patients/me/**", None),
         ]);
         for (path, other) in [
             ("/Admin/users", "admin"),
@@ -146,8 +184,8 @@ mod tests {
     fn routes_spelled_otherwise_are_checked_against_plain_paths() {
         let table = RouteTable::new(&[
             route("catch-all", None, "/**", None),
-            route("reports", None, "/Reports/**", None),
-            route("exact", None, "/a/", None),
+            guarded("reports", None, "/Reports/**", None),
+            guarded("exact", None, "/a/", None),
         ]);
         assert_eq!(refused(&table, "/reports/1").as_deref(), Some("reports"));
         assert_eq!(refused(&table, "/a").as_deref(), Some("exact"));
@@ -163,5 +201,60 @@ mod tests {
         assert!(parse("/p/{a}").spelled_alike(&parse("/p/{b}")));
         assert!(!parse("/a/**").spelled_alike(&parse("/a")));
         assert!(!parse("/p/{a}").spelled_alike(&parse("/p/x")));
+    }
+
+    /// Routes that treat a request alike (here: the same upstream, no policy, both public)
+    /// make a variant harmless; the refused variant carries what the other route captures.
+    #[test]
+    fn variants_handled_alike_pass_and_refusals_carry_the_other_capture() {
+        let table = RouteTable::new(&[
+            route("page", None, "/portal", None),
+            route("pages", None, "/portal/**", None),
+            route("catch-all", None, "/**", None),
+            route("records", None, "/patients/{patient_id}/records", None),
+        ]);
+        assert_eq!(refused(&table, "/portal/"), None);
+        let records = RouteConfig {
+            phi: true,
+            ..guarded("records", None, "/patients/{patient_id}/records", None)
+        };
+        let table = RouteTable::new(&[route("catch-all", None, "/**", None), records]);
+        let matched = table
+            .lookup("h", "/PATIENTS/7/records", &Method::GET)
+            .expect("catch-all");
+        let other = table
+            .variant_route("h", "/PATIENTS/7/records", &Method::GET, &matched)
+            .expect("ambiguous");
+        assert_eq!(&*other.route.name, "records");
+        assert_eq!(
+            other.params,
+            vec![(Text::from("patient_id"), Text::from("7"))]
+        );
+    }
+
+    /// Host patterns and method lists take part as in the exact match.
+    #[test]
+    fn hosts_and_methods_count_as_in_the_exact_match() {
+        let table = RouteTable::new(&[
+            route("catch-all", None, "/**", None),
+            guarded("admin", Some("admin.example.org"), "/admin/**", None),
+            guarded("upload", None, "/upload/**", Some(&["POST"])),
+        ]);
+        let refused_at = |host: &str, path: &str, method: Method| {
+            let matched = table.lookup(host, path, &method).expect("match");
+            table
+                .variant_route(host, path, &method, &matched)
+                .map(|other| other.route.name.to_string())
+        };
+        assert_eq!(
+            refused_at("admin.example.org", "/Admin", Method::GET).as_deref(),
+            Some("admin")
+        );
+        assert_eq!(refused_at("other.org", "/Admin", Method::GET), None);
+        assert_eq!(
+            refused_at("h", "/UPLOAD/x", Method::POST).as_deref(),
+            Some("upload")
+        );
+        assert_eq!(refused_at("h", "/UPLOAD/x", Method::GET), None);
     }
 }
