@@ -99,6 +99,10 @@ fn stages(
                     .routes
                     .lookup(&target.host, &target.path, request.method())
                     .expect("route");
+                assert!(app
+                    .routes
+                    .variant_route(&target.host, &target.path, request.method(), &matched)
+                    .is_none());
                 let caller = wardgate::authn::authenticate(
                     app,
                     &matched.route,
@@ -188,6 +192,22 @@ fn bench(c: &mut Criterion) {
                 black_box("portal.example.org"),
                 black_box("/api/patients/1001/records"),
                 &Method::GET,
+            )
+        })
+    });
+    // A path with capitals cannot skip the spelling-variant scan (`gate/route/variants.rs`).
+    c.bench_function("route/variant-check-mixed-case", |b| {
+        let path = "/api/patients/AB1001/records";
+        let matched = app
+            .routes
+            .lookup("portal.example.org", path, &Method::GET)
+            .expect("route");
+        b.iter(|| {
+            app.routes.variant_route(
+                black_box("portal.example.org"),
+                black_box(path),
+                &Method::GET,
+                &matched,
             )
         })
     });
