@@ -27,6 +27,33 @@ pub(super) fn injected_sync_failure(file: &File) -> std::io::Result<()> {
     }
 }
 
+/// Writer settings for a test directory.
+fn settings(dir: &Path, checkpoint_every: u64) -> WriterSettings {
+    WriterSettings {
+        dir: dir.to_path_buf(),
+        fsync_interval: Duration::from_secs(1),
+        max_file_size: u64::MAX,
+        rotate_every: Duration::from_secs(3600),
+        mirror: None,
+        checkpoint_every,
+        replica: super::super::Text::from("test"),
+    }
+}
+
+/// The `event` of every record in an audit file, in order.
+fn events_in(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .expect("read")
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<AuditRecord>(line)
+                .expect("record")
+                .event
+                .to_string()
+        })
+        .collect()
+}
+
 /// One batch of `count` records chained after `seq`/`prev`.
 fn batch(count: usize, seq: &mut u64, prev: &mut String) -> Vec<u8> {
     let mut buffer = Vec::new();
@@ -199,28 +226,11 @@ fn a_checkpoint_torn_off_by_a_crash_comes_first_after_restart() {
     write_records(&path, 3, 0, GENESIS.to_string());
     let mut chain = open_chain(dir.path()).expect("open");
     assert_eq!(chain.since_checkpoint, 3);
-    let settings = WriterSettings {
-        dir: dir.path().to_path_buf(),
-        fsync_interval: Duration::from_secs(1),
-        max_file_size: u64::MAX,
-        rotate_every: Duration::from_secs(3600),
-        mirror: None,
-        checkpoint_every: 3,
-        replica: super::super::Text::from("test"),
-    };
+    let settings = settings(dir.path(), 3);
     let key = CheckpointKey::load_or_create(&dir.path().join("signing.key")).expect("key");
     let mut pending = vec![(AuditRecord::new("audit_start"), None)];
     commit(&mut chain, &settings, &key, &mut pending, true).expect("commit");
-    let events: Vec<String> = std::fs::read_to_string(&path)
-        .expect("read")
-        .lines()
-        .map(|line| {
-            serde_json::from_str::<AuditRecord>(line)
-                .expect("record")
-                .event
-                .to_string()
-        })
-        .collect();
+    let events = events_in(&path);
     assert_eq!(
         events,
         ["access", "access", "access", "checkpoint", "audit_start"]
@@ -268,15 +278,7 @@ fn a_chain_moved_after_a_failure_writes_what_was_not_durable_in_the_new_file() {
 #[test]
 fn an_alert_raised_by_the_last_batch_is_written_before_audit_stop() {
     let dir = tempfile::tempdir().expect("dir");
-    let settings = WriterSettings {
-        dir: dir.path().to_path_buf(),
-        fsync_interval: Duration::from_secs(1),
-        max_file_size: u64::MAX,
-        rotate_every: Duration::from_secs(3600),
-        mirror: None,
-        checkpoint_every: 1000,
-        replica: super::super::Text::from("test"),
-    };
+    let settings = settings(dir.path(), 1000);
     let key = CheckpointKey::load_or_create(&dir.path().join("signing.key")).expect("key");
     let jobs = Arc::new(crate::audit::queue::JobQueue::new(16));
     for _ in 0..3 {
@@ -312,16 +314,7 @@ fn an_alert_raised_by_the_last_batch_is_written_before_audit_stop() {
         .filter(|path| path.extension().is_some_and(|ext| ext == "jsonl"))
         .collect();
     assert_eq!(files.len(), 1);
-    let events: Vec<String> = std::fs::read_to_string(files.remove(0))
-        .expect("read")
-        .lines()
-        .map(|line| {
-            serde_json::from_str::<AuditRecord>(line)
-                .expect("record")
-                .event
-                .to_string()
-        })
-        .collect();
+    let events = events_in(&files.remove(0));
     assert_eq!(
         events,
         [
