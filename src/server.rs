@@ -287,6 +287,9 @@ fn reload(shared: &Shared, path: &std::path::Path) {
         {
             tracing::warn!("listener addresses changed: they take effect after a restart");
         }
+        if config.state != current.config.state {
+            tracing::warn!("[state] changes take effect after a restart (the running store keeps its settings)");
+        }
         if config.limits.serve_threads != current.config.limits.serve_threads {
             tracing::warn!("limits.serve_threads changed: it takes effect after a restart");
         }

@@ -180,9 +180,13 @@ async fn end_session(
     let Some((token, _)) = crate::authn::credential(headers) else {
         return Ok(None);
     };
-    if let Ok(principal) =
-        crate::authn::session::validate(app, token, crate::state::unix_now()).await
-    {
+    // A store that cannot answer must not turn into a logout that did nothing but say 204:
+    // the session would live on. Only a session that is already invalid is "logged out".
+    let validated = crate::authn::session::validate(app, token, crate::state::unix_now()).await;
+    if let Err(GateError::StateUnavailable(reason)) = validated {
+        return Err(GateError::StateUnavailable(reason));
+    }
+    if let Ok(principal) = validated {
         app.state
             .revoke_session(&principal.session_id)
             .await

@@ -150,6 +150,9 @@ pub(super) fn run(config_path: &Path, command: UserCommand) -> Result<(), CliErr
                     groups,
                     claims: claim_map,
                     password: hash,
+                    // A name used before (removed by editing the file, perhaps while Wardgate
+                    // was down) must not hand the new account the old holder's sessions.
+                    sessions_valid_after_ms: end_sessions,
                     ..User::default()
                 })
                 .map_err(runtime_error)?;

@@ -127,6 +127,13 @@ fn redis(
                         );
                     }
                 }
+                // A URL that does not parse is echoed only when it cannot hold a password
+                // (no `@`): this message reaches the log and, on reload, the audit trail.
+                _ if text.contains('@') => sink.span(
+                    url.span(),
+                    "state.url",
+                    "must be redis://host:port[/db] or rediss://host:port[/db], without credentials: use username and password_file",
+                ),
                 _ => sink.span(
                     url.span(),
                     "state.url",
@@ -167,9 +174,19 @@ fn redis(
             .clone()
             .unwrap_or_else(|| "wardgate:".into()),
         pool_size,
-        command_timeout: file.command_timeout.map_or(Duration::from_secs(1), |d| {
-            d.0.max(Duration::from_millis(10))
-        }),
+        command_timeout: match file.command_timeout {
+            None => Duration::from_secs(1),
+            Some(d) if d.0 <= Duration::from_secs(5) => d.0.max(Duration::from_millis(10)),
+            Some(_) => {
+                let at = file.url.as_ref().map(|u| u.span()).unwrap_or_default();
+                sink.span(
+                    at,
+                    "state.command_timeout",
+                    "must be at most 5s: while Redis does not answer, every request that needs it waits this long",
+                );
+                Duration::from_secs(1)
+            }
+        },
         session_cache: match file.session_cache {
             None => Duration::from_secs(1),
             Some(d) if d.0 <= Duration::from_secs(10) => d.0,

@@ -237,3 +237,22 @@ fn routes_spelled_alike_are_ambiguous() {
     );
     assert!(err.starts_with(&expected), "got: {err}");
 }
+
+/// A Redis URL that does not parse is not echoed when it may hold a password (the message goes
+/// to the log, and on reload into the audit trail); an overlong command timeout is refused.
+#[test]
+fn a_bad_redis_url_never_echoes_its_password() {
+    let state = "[state]\nbackend = \"redis\"\nurl = \"redis://nurse:pa ss#word@db:6379\"\n";
+    let (code, _, err, _, _dir) = check(&format!("{state}{VALID}"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("state.url"), "{err}");
+    assert!(!err.contains("ss#word"), "the password was printed: {err}");
+    let slow =
+        "[state]\nbackend = \"redis\"\nurl = \"redis://db:6379\"\ncommand_timeout = \"1m\"\n";
+    let (code, _, err, _, _dir) = check(&format!("{slow}{VALID}"));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("state.command_timeout: must be at most 5s"),
+        "{err}"
+    );
+}

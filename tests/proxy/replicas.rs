@@ -240,6 +240,15 @@ async fn redis_outage_fails_closed_then_recovers_without_restart() {
             .status(),
         503
     );
+    // A logout the store cannot carry out says so (503), not 204 with the session alive.
+    let logout_during_outage = proxy
+        .client()
+        .post(proxy.url("/.wardgate/api/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(logout_during_outage.status(), 503);
     assert!(proxy.wait_for_log("state store unavailable", Duration::from_secs(2)));
     let metrics = proxy.metrics().await;
     assert!(metrics.contains("wardgate_state_up 0"), "{metrics}");
@@ -257,6 +266,38 @@ async fn redis_outage_fails_closed_then_recovers_without_restart() {
     );
     let fresh = token_after_outage(&proxy, &dave).await;
     assert_eq!(get_status(&proxy, PROTECTED, &fresh).await, 200);
+}
+
+/// A name removed from the users file while no Wardgate ran (so nothing compared the files),
+/// then added again, starts with no sessions: the old holder's, still in Redis, are refused.
+#[tokio::test]
+async fn a_name_added_again_does_not_inherit_the_old_holders_sessions() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let backend = Backend::start().await;
+    let (dir, paths) = replica_configs(&backend, &redis, 1, "ip_limit = 1000");
+    let dave = add_user(&paths[0], "dave", &[], true);
+    let mut proxy = Wardgate::start_in(dir, paths[0].clone());
+    wait_until("ready", Duration::from_secs(10), async || {
+        readyz(&proxy).await == 200
+    })
+    .await;
+    let old_token = token(&proxy, &dave, &code(&dave)).await;
+    assert_eq!(get_status(&proxy, PROTECTED, &old_token).await, 200);
+    let dir = proxy.take_dir();
+    drop(proxy);
+    // Edited by hand while Wardgate is down: the old dave removed, a new dave added (who has
+    // not enrolled an authenticator yet: enrolment would end older sessions by itself).
+    let users = dir.path().join("data/users.toml");
+    std::fs::remove_file(&users).expect("remove the users file");
+    add_user(&paths[0], "dave", &[], false);
+    let proxy = Wardgate::start_in(dir, paths[0].clone());
+    wait_until("ready again", Duration::from_secs(10), async || {
+        readyz(&proxy).await == 200
+    })
+    .await;
+    assert_eq!(get_status(&proxy, PROTECTED, &old_token).await, 401);
 }
 
 /// Logs in with whichever of the current and next codes has not been spent (the store's memory
