@@ -40,6 +40,8 @@ pub struct App {
     pub live: Arc<crate::live::LiveConnections>,
     /// Identity providers for single sign-on.
     pub oidc: crate::authn::oidc::OidcProviders,
+    /// The client-certificate trust now in force (see `ClientTrust`).
+    pub client_trust: crate::gate::context::ClientTrust,
     pools: HashMap<String, Arc<UpstreamPool>>,
 }
 
@@ -91,6 +93,7 @@ impl App {
             live,
             oidc,
             pools,
+            client_trust: crate::server::tls::client_trust(&config.listen.client_auth),
             config: Arc::new(config),
         })
     }

@@ -85,7 +85,7 @@ async fn pipeline(
         return Err(PathError::RouteVariant.into());
     }
     // 4. authenticate: who is calling, or 401 / login redirect.
-    let client_cert = ctx.conn.client_identity.clone();
+    let client_cert = ctx.conn.client_identity_under(app.client_trust);
     let caller = authn::authenticate(
         app,
         &matched.route,

@@ -18,7 +18,16 @@ pub struct ClientIdentity {
     pub subject: String,
     /// DNS, URI and e-mail subject alternative names.
     pub sans: Vec<String>,
+    /// The client-certificate trust (`client_auth` and `client_ca`) it was verified under.
+    pub trust: ClientTrust,
 }
+
+/// A digest of the client-certificate settings (`client_auth` and the `client_ca` bundle's
+/// bytes). A connection keeps the identity verified at its handshake for its whole life, so a
+/// reload that changes the trust (a compromised CA removed) must not leave older connections
+/// trusted: their identity counts only while the digest is still the current one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClientTrust(pub [u8; 32]);
 
 /// Facts about one client connection, shared by its requests.
 #[derive(Debug, Clone)]
@@ -149,6 +158,17 @@ impl RequestCtx {
 }
 
 impl ConnInfo {
+    /// The client-certificate identity, if it was verified under `current` (the running
+    /// configuration's trust); an identity from a CA a reload has since dropped is none.
+    pub fn client_identity_under(&self, current: ClientTrust) -> Option<Arc<ClientIdentity>> {
+        let identity = self.client_identity.as_ref()?;
+        if identity.trust != current {
+            tracing::debug!(subject = %identity.subject, "client certificate verified under a previous client_ca; not trusted");
+            return None;
+        }
+        Some(Arc::clone(identity))
+    }
+
     /// Facts of a connection from `peer`.
     pub fn new(peer: SocketAddr, client_identity: Option<Arc<ClientIdentity>>) -> ConnInfo {
         // On a dual-stack listener (`[::]:port`) an IPv4 client arrives as `::ffff:a.b.c.d`,

@@ -19,7 +19,10 @@ pub(super) async fn route(app: &App, principal: &Principal, opened: &Opened) -> 
     if *matched.route.name != *opened.route {
         return Err("route changed".into());
     }
-    let caller = Caller::User(principal.clone(), opened.conn.client_identity.clone());
+    let caller = Caller::User(
+        principal.clone(),
+        opened.conn.client_identity_under(app.client_trust),
+    );
     let grant = crate::authz::grant_for(app, &matched.route, &caller)
         .await
         .map_err(|_| "state store unavailable".to_string())?;

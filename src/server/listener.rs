@@ -93,6 +93,10 @@ async fn serve(
 ) {
     let limits = shared.app.load().config.limits.clone();
     let _ = stream.set_nodelay(true);
+    // The trust is read before the TLS configuration: a reload swaps the TLS configuration
+    // first, so an identity can only ever be recorded under an older trust than it was
+    // verified with (then not trusted), never a newer one.
+    let trust = shared.app.load().client_trust;
     let acceptor = TlsAcceptor::from(shared.tls.load_full());
     // Boxed, the handshake and the TLS session (rustls keeps about 2 KiB of state inline) take
     // no room in the connection's task, which a parked connection keeps small (`park.rs`).
@@ -113,7 +117,7 @@ async fn serve(
         .1
         .peer_certificates()
         .and_then(|chain| chain.first())
-        .and_then(tls::client_identity)
+        .and_then(|cert| tls::client_identity(cert, trust))
         .map(Arc::new);
     let conn = Arc::new(ConnInfo::new(peer, client_identity));
     let activity = Arc::new(Activity::new());

@@ -12,7 +12,7 @@ use x509_parser::extensions::GeneralName;
 
 use super::certs::{self, CertError};
 use crate::config::{ClientAuth, Config};
-use crate::gate::context::ClientIdentity;
+use crate::gate::context::{ClientIdentity, ClientTrust};
 
 /// Builds the TLS configuration for the public listener.
 pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, CertError> {
@@ -64,7 +64,28 @@ pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, CertError> {
 }
 
 /// Extracts subject and SANs from a verified client certificate.
-pub fn client_identity(cert: &rustls::pki_types::CertificateDer<'_>) -> Option<ClientIdentity> {
+/// The digest of the client-certificate settings: the mode and the CA bundle's bytes (an
+/// unreadable bundle hashes as empty; loading the TLS configuration fails on it anyway).
+pub fn client_trust(auth: &ClientAuth) -> ClientTrust {
+    use sha2::Digest;
+    let (mode, ca) = match auth {
+        ClientAuth::None => ("none", None),
+        ClientAuth::Optional { ca } => ("optional", Some(ca)),
+        ClientAuth::Required { ca } => ("required", Some(ca)),
+    };
+    let mut digest = sha2::Sha256::new();
+    digest.update(mode.as_bytes());
+    if let Some(ca) = ca {
+        digest.update(std::fs::read(ca).unwrap_or_default());
+    }
+    ClientTrust(digest.finalize().into())
+}
+
+/// The identity in a verified client certificate, verified under `trust`.
+pub fn client_identity(
+    cert: &rustls::pki_types::CertificateDer<'_>,
+    trust: ClientTrust,
+) -> Option<ClientIdentity> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let sans = parsed
         .subject_alternative_name()
@@ -86,5 +107,6 @@ pub fn client_identity(cert: &rustls::pki_types::CertificateDer<'_>) -> Option<C
     Some(ClientIdentity {
         subject: parsed.subject().to_string(),
         sans,
+        trust,
     })
 }

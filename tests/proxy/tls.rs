@@ -269,6 +269,53 @@ async fn services_and_devices_are_admitted_by_their_verified_certificate() {
     );
 }
 
+/// A reload that replaces `client_ca` (a compromised device CA withdrawn) stops trusting the
+/// certificates it verified, on connections already open too: the next request on the same
+/// keep-alive connection is 401, and a new connection with that certificate is refused.
+#[tokio::test]
+async fn a_withdrawn_client_ca_is_not_trusted_on_open_connections() {
+    let backend = Backend::start().await;
+    let ca = TestCa::new("Clinic CA");
+    let device_ca = TestCa::new("Device CA");
+    let replacement = TestCa::new("Replacement Device CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("devices.pem"), &device_ca.cert_pem).expect("write");
+    std::fs::write(dir.path().join("devices-new.pem"), &replacement.cert_pem).expect("write");
+    let route = "\n[[routes]]\nname = \"lab-results\"\npath = \"/lab/**\"\nupstream = \"b\"\nphi = true\nallow = [{ client_cert = [\"CN=lab-analyzer-3\"] }]\n";
+    let listen = "client_ca = \"devices.pem\"\nclient_auth = \"optional\"";
+    let toml = tls_config(dir.path(), &ca, "proxy.test", listen, backend.addr) + route;
+    let path = dir.path().join("wardgate.toml");
+    std::fs::write(&path, &toml).expect("write");
+    let proxy = Wardgate::start_in(dir, path);
+    let analyzer = device_ca.leaf("lab-analyzer-3", &[], true);
+    let client = mtls_client(&proxy, &ca, Some(&analyzer));
+    let status = |client: reqwest::Client| {
+        let url = proxy.url("/lab/results");
+        async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
+    };
+    assert_eq!(status(client.clone()).await.expect("send"), 200);
+    proxy.rewrite_config(&toml.replace("\"devices.pem\"", "\"devices-new.pem\""));
+    proxy.signal("HUP");
+    assert!(
+        proxy.wait_for_log("configuration reloaded", Duration::from_secs(10)),
+        "{}",
+        proxy.logs()
+    );
+    assert_eq!(
+        status(client.clone())
+            .await
+            .expect("send on the open connection"),
+        401
+    );
+    let fresh = mtls_client(&proxy, &ca, Some(&analyzer));
+    assert!(status(fresh).await.is_err(), "a new handshake must fail");
+    assert_eq!(
+        backend.seen().len(),
+        1,
+        "only the request before the reload"
+    );
+}
+
 /// Runs `openssl s_client` against the proxy; returns whether a handshake completed, and the
 /// whole output.
 fn s_client(proxy: &Wardgate, args: &[&str]) -> (bool, String) {
