@@ -235,9 +235,10 @@ impl StateStore for RedisStore {
         if let Some(record) = self.watch.cached(id) {
             return Ok(Some(record));
         }
+        let before = self.watch.revocations();
         let record = self.read_session(id).await?;
         if let Some(record) = &record {
-            self.watch.remember(record);
+            self.watch.remember(record, before);
         }
         Ok(record)
     }

@@ -9,6 +9,8 @@
 //! goes to Redis again (which then fails closed if Redis is down).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+#[cfg(test)]
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -39,6 +41,10 @@ pub(super) struct Watch {
     last_heartbeat_ms: AtomicU64,
     cache_for: Duration,
     cache: DashMap<String, (SessionRecord, Instant)>,
+    /// Counts revocations applied (and cache flushes): a session read from Redis is remembered
+    /// only if none was applied while it was being read, or a revocation that overtook the
+    /// read would be undone by caching the record it deleted.
+    revocations: AtomicU64,
 }
 
 impl Watch {
@@ -49,6 +55,7 @@ impl Watch {
             last_heartbeat_ms: AtomicU64::new(0),
             cache_for,
             cache: DashMap::new(),
+            revocations: AtomicU64::new(0),
         }
     }
 
@@ -63,6 +70,7 @@ impl Watch {
             metrics::gauge!("wardgate_state_up").set(0.0);
         }
         metrics::counter!("wardgate_state_errors_total").increment(1);
+        self.revocations.fetch_add(1, Ordering::AcqRel);
         self.cache.clear();
     }
 
@@ -95,7 +103,14 @@ impl Watch {
         (entry.1.elapsed() < self.cache_for).then(|| entry.0.clone())
     }
 
-    pub(super) fn remember(&self, record: &SessionRecord) {
+    /// The revocation count to pass to [`Watch::remember`], taken before reading a session.
+    pub(super) fn revocations(&self) -> u64 {
+        self.revocations.load(Ordering::Acquire)
+    }
+
+    /// Caches a session read from Redis, unless a revocation was applied since `before` (the
+    /// count taken before the read).
+    pub(super) fn remember(&self, record: &SessionRecord, before: u64) {
         if self.cache_for.is_zero() || !self.subscription_live() {
             return;
         }
@@ -104,6 +119,10 @@ impl Watch {
         }
         self.cache
             .insert(record.id.to_string(), (record.clone(), Instant::now()));
+        // A revocation applied during the read or the insert: drop what was just cached.
+        if self.revocations() != before {
+            self.cache.remove(&*record.id);
+        }
     }
 
     /// Keeps the cached copy's `last_seen` in step with what this replica wrote.
@@ -118,14 +137,17 @@ impl Watch {
         if message == HEARTBEAT_MESSAGE {
             self.heard_heartbeat();
         } else if let Some(id) = message.strip_prefix(SESSION_PREFIX) {
+            self.revocations.fetch_add(1, Ordering::AcqRel);
             self.cache.remove(id);
         } else if let Some(user) = message.strip_prefix(USER_PREFIX) {
+            self.revocations.fetch_add(1, Ordering::AcqRel);
             self.cache.retain(|_, (record, _)| *record.user != *user);
         }
     }
 
     fn forget_all(&self) {
         self.last_heartbeat_ms.store(0, Ordering::Release);
+        self.revocations.fetch_add(1, Ordering::AcqRel);
         self.cache.clear();
     }
 }
@@ -220,5 +242,44 @@ async fn subscribe(
             // The stream ended or went quiet although heartbeats are published: reconnect.
             Ok(None) | Err(_) => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> SessionRecord {
+        SessionRecord {
+            id: id.into(),
+            user: "dave".into(),
+            auth_time: 0,
+            created: 0,
+            auth_ms: 0,
+            last_seen: 0,
+            amr: Arc::from(vec!["pwd".to_string(), "otp".to_string()]),
+            source_ip: "127.0.0.1".into(),
+            sso: None,
+        }
+    }
+
+    /// A revocation that arrives while a session is being read from Redis wins: the record
+    /// read before it is not cached (it would otherwise serve for up to `session_cache`).
+    #[test]
+    fn a_revocation_during_the_read_keeps_the_record_out_of_the_cache() {
+        let watch = Watch::new(Duration::from_secs(10));
+        watch.mark_up();
+        // A heartbeat heard at the watch's first millisecond would read as none.
+        std::thread::sleep(Duration::from_millis(5));
+        watch.heard_heartbeat();
+        let before = watch.revocations();
+        watch.apply("s:abc");
+        watch.remember(&record("abc"), before);
+        assert_eq!(watch.cached("abc"), None);
+        let before = watch.revocations();
+        watch.remember(&record("abc"), before);
+        assert_eq!(watch.cached("abc"), Some(record("abc")));
+        watch.apply("u:dave");
+        assert_eq!(watch.cached("abc"), None);
     }
 }
