@@ -87,13 +87,15 @@ pub enum RequestOrigin {
     Unknown,
 }
 
-/// Reads `Origin` (and, when it is absent or `null`, `Sec-Fetch-Site`).
+/// Reads `Origin` (and, when it is absent, `Sec-Fetch-Site`). `Origin: null` is a browser
+/// hiding where the request comes from (a sandboxed frame, a `data:` page, a redirect across
+/// origins): not provably Wardgate's own page, so it counts as another origin.
 pub fn request_origin(headers: &HeaderMap, public_url: &str) -> RequestOrigin {
     match headers
         .get(http::header::ORIGIN)
         .and_then(|v| v.to_str().ok())
     {
-        Some(origin) if origin != "null" => {
+        Some(origin) => {
             if origin == public_url {
                 RequestOrigin::Same
             } else {
@@ -172,5 +174,20 @@ mod tests {
             "x__Host-wardgate=t; __Host-wardgatex=u".parse().expect("v"),
         );
         assert_eq!(credential(&other), None);
+    }
+
+    /// `Origin: null` (an opaque origin) is never Wardgate's own, whatever `Sec-Fetch-Site`
+    /// says; only a request with neither header is of unknown origin.
+    #[test]
+    fn a_null_origin_is_foreign() {
+        let public = "https://portal.example.org";
+        let mut headers = HeaderMap::new();
+        assert_eq!(request_origin(&headers, public), RequestOrigin::Unknown);
+        headers.insert("sec-fetch-site", "same-origin".parse().expect("value"));
+        assert_eq!(request_origin(&headers, public), RequestOrigin::Same);
+        headers.insert(http::header::ORIGIN, "null".parse().expect("value"));
+        assert_eq!(request_origin(&headers, public), RequestOrigin::Foreign);
+        headers.insert(http::header::ORIGIN, public.parse().expect("value"));
+        assert_eq!(request_origin(&headers, public), RequestOrigin::Same);
     }
 }

@@ -54,8 +54,9 @@ pub async fn handle(
             Ok(pages::login_form(app, target, None, StatusCode::OK))
         }
         (Method::POST, "/.wardgate/login") => pages::login_submit(app, ctx, req).await,
-        (Method::GET, "/.wardgate/login/totp") => pages::code_form(app, &req, false).await,
-        (Method::GET, "/.wardgate/enroll") => pages::code_form(app, &req, true).await,
+        (Method::GET, "/.wardgate/login/totp" | "/.wardgate/enroll") => {
+            pages::code_form(app, ctx, &req).await
+        }
         (Method::POST, "/.wardgate/login/totp" | "/.wardgate/enroll") => {
             pages::code_submit(app, ctx, req).await
         }

@@ -45,6 +45,10 @@ pub struct User {
     /// Whether a code from `totp_secret` has been accepted once (enrollment confirmed).
     #[serde(default)]
     pub totp_confirmed: bool,
+    /// The secret was handed to the user out of band (`wardgate user enroll`): sign-in asks
+    /// for a code from it and never shows it, so knowing the password is not enough to get it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub totp_provisioned: bool,
     /// Disabled accounts cannot sign in and their sessions stop working.
     #[serde(default)]
     pub disabled: bool,
@@ -55,6 +59,14 @@ pub struct User {
     /// Name, roles and header values shared by this account's requests (not account data).
     #[serde(skip)]
     pub identity_cache: super::identity_texts::IdentityCache,
+}
+
+impl User {
+    /// Whether the next sign-in shows a new authenticator secret (first use, trust on first
+    /// use) rather than asking for a code: no confirmed secret, and none given out of band.
+    pub fn enrolls_at_sign_in(&self) -> bool {
+        !self.totp_confirmed && !self.totp_provisioned
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

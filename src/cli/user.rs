@@ -214,6 +214,7 @@ pub(super) fn run(config_path: &Path, command: UserCommand) -> Result<(), CliErr
                 .update(&name, |u| {
                     u.totp_secret = None;
                     u.totp_confirmed = false;
+                    u.totp_provisioned = false;
                     u.sessions_valid_after_ms = end_sessions;
                 })
                 .map_err(runtime_error)?;
@@ -256,6 +257,7 @@ pub(super) fn run(config_path: &Path, command: UserCommand) -> Result<(), CliErr
                 .update(&name, |u| {
                     u.totp_secret = Some(sealed);
                     u.totp_confirmed = false;
+                    u.totp_provisioned = true;
                     u.sessions_valid_after_ms = end_sessions;
                 })
                 .map_err(runtime_error)?;

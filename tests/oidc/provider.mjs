@@ -322,6 +322,7 @@ provider.on('backchannel.error', (ctx, err, client, accountId, sid) => {
 
 const MODES = new Set([
   'normal', 'wrong_nonce', 'wrong_aud', 'expired', 'tampered', 'alg_none', 'wrong_iss', 'future_iat',
+  'no_auth_time',
 ]);
 let nextMode = 'normal';
 
@@ -361,6 +362,10 @@ async function rewriteIdToken(idToken, mode) {
       // Expired an hour ago; iat keeps the usual lifetime before that.
       payload.exp = now - 3600;
       payload.iat = payload.exp - lifetime;
+      break;
+    case 'no_auth_time':
+      // Optional unless max_age was requested; some providers leave it out.
+      delete payload.auth_time;
       break;
     case 'future_iat':
       // Issued an hour from now; exp moves along so the token is not also "expired before issue".

@@ -426,6 +426,67 @@ async fn enrollment_through_the_api_is_confirmed_by_the_first_code() {
     );
 }
 
+/// A secret handed out out of band (`wardgate user enroll`) is never shown again: knowing the
+/// password gets neither it nor a replacement through the API, and the browser sign-in asks
+/// for a code from it on a page that does not show it. The first good code confirms it.
+#[tokio::test]
+async fn a_secret_given_out_of_band_is_never_shown_at_sign_in() {
+    let backend = Backend::start().await;
+    let (dir, path) = write_config(&config(backend.addr, ""));
+    let una = add_user(&path, "una", &[], true);
+    let proxy = Wardgate::start_in(dir, path);
+    let browser = proxy
+        .client_builder()
+        .cookie_store(true)
+        .build()
+        .expect("client");
+    let enroll = browser
+        .post(proxy.url("/.wardgate/api/enroll"))
+        .json(&serde_json::json!({ "username": "una", "password": PASSWORD }))
+        .send()
+        .await
+        .expect("enroll");
+    assert_eq!(enroll.status(), 401);
+    let origin = proxy.url("");
+    let origin = origin.trim_end_matches('/');
+    let step = browser
+        .post(proxy.url("/.wardgate/login"))
+        .header("origin", origin)
+        .form(&[("username", "una"), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("password step");
+    assert_eq!(step.status(), 303);
+    let next = step
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(next.ends_with("/.wardgate/login/totp"), "{next}");
+    let secret = una.secret_base32.clone();
+    for page in ["/.wardgate/login/totp", "/.wardgate/enroll"] {
+        let html = browser
+            .get(proxy.url(page))
+            .send()
+            .await
+            .expect("page")
+            .text()
+            .await
+            .expect("html");
+        assert!(!html.contains(&secret), "{page} shows the secret");
+        assert!(!html.contains("<svg"), "{page} shows a QR code");
+    }
+    let done = browser
+        .post(proxy.url("/.wardgate/login/totp"))
+        .header("origin", origin)
+        .form(&[("code", code(&una).as_str())])
+        .send()
+        .await
+        .expect("code step");
+    assert_eq!(done.status(), 303, "{:?}", done.headers());
+}
+
 #[tokio::test]
 async fn codes_from_oathtool_are_accepted() {
     let backend = Backend::start().await;

@@ -640,6 +640,15 @@ allow = [{ roles = ["clinician"] }]
     let again = client.get(&callback).send().await.expect("callback");
     let fresh = session_cookie(&again).expect("new session");
     assert_eq!(status(fresh).await.status(), 200);
+
+    // An ID token without `auth_time` (allowed when `max_age` was not asked) says nothing about
+    // when the factors were checked: that session needs the step-up at once, although new.
+    let silent = op.browser_like(&proxy);
+    let callback = op.sign_in(&proxy, &silent, "drsmith", "idp-pass-1").await;
+    op.set_mode("no_auth_time").await;
+    let hop = silent.get(&callback).send().await.expect("callback");
+    let unknown = session_cookie(&hop).expect("session without auth_time");
+    assert_eq!(status(unknown).await.status(), 401);
 }
 
 #[tokio::test]

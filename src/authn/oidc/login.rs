@@ -231,7 +231,10 @@ async fn open(
         // The provider's `auth_time` (when it last checked the factors), not ours: a route's
         // `max_auth_age` must not be met by a provider session that is hours old.
         let now = unix_now();
-        let auth_time = mapped.auth_time.filter(|t| *t <= now).unwrap_or(now);
+        // Without `auth_time` (optional unless `max_age` was asked, and left out by some
+        // providers) nothing says when the factors were checked: 0, so a route's step-up asks
+        // for a fresh sign-in (sent with `max_age=0`, which makes `auth_time` required).
+        let auth_time = mapped.auth_time.filter(|t| *t <= now).unwrap_or(0);
         let (token, lifetime) = session::create(
             app,
             &sso.identity,
@@ -251,7 +254,10 @@ async fn open(
         );
         return Ok(response);
     }
-    let Some(account) = local.filter(|u| u.totp_secret.is_some()) else {
+    // Only a secret the account holder confirmed, or one handed out out of band: a secret a
+    // local sign-in has just shown (not yet confirmed) must not reach whoever the provider
+    // names the same.
+    let Some(account) = local.filter(|u| u.totp_secret.is_some() && !u.enrolls_at_sign_in()) else {
         return Err(refuse(
             StatusCode::FORBIDDEN,
             "Your organization's sign-in did not confirm a second factor, and you have no \
@@ -269,12 +275,7 @@ async fn open(
         .put_pending(&pending_id, &pending, pages::PENDING_TTL)
         .await
         .map_err(|e| store_error(GateError::StateUnavailable(e.to_string())))?;
-    let next = if account.totp_confirmed {
-        "/.wardgate/login/totp"
-    } else {
-        "/.wardgate/enroll"
-    };
-    let mut response = notice::continue_to(app, next);
+    let mut response = notice::continue_to(app, "/.wardgate/login/totp");
     response.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(PENDING_COOKIE, &pending_id, pages::PENDING_TTL.as_secs()),

@@ -186,13 +186,17 @@ pub async fn step_up(
 }
 
 /// Gives `user` a new unconfirmed TOTP secret unless one is pending already; returns the
-/// otpauth URI and the base32 secret.
+/// otpauth URI and the base32 secret. Never for a secret given out of band
+/// ([`User::enrolls_at_sign_in`]): that one is not shown again.
 pub fn start_enrollment(
     app: &App,
     ctx: &RequestCtx,
     user: &User,
     fresh: bool,
 ) -> Result<(String, String), GateError> {
+    if !user.enrolls_at_sign_in() {
+        return Err(GateError::InvalidCredentials);
+    }
     let internal = |e: crate::authn::users::UserError| GateError::Internal(e.to_string());
     let existing = if fresh {
         None
@@ -208,6 +212,7 @@ pub fn start_enrollment(
                 .update(&user.name, |u| {
                     u.totp_secret = Some(sealed);
                     u.totp_confirmed = false;
+                    u.totp_provisioned = false;
                 })
                 .map_err(internal)?;
             emit(

@@ -162,10 +162,10 @@ pub(super) async fn login_submit(
         .put_pending(&pending_id, &pending, PENDING_TTL)
         .await
         .map_err(|e| GateError::StateUnavailable(e.to_string()))?;
-    let next = if user.totp_confirmed {
-        "/.wardgate/login/totp"
-    } else {
+    let next = if user.enrolls_at_sign_in() {
         "/.wardgate/enroll"
+    } else {
+        "/.wardgate/login/totp"
     };
     let mut response = see_other(next);
     response.headers_mut().insert(
@@ -197,7 +197,7 @@ fn render_code_page(
     error: Option<&str>,
     status: StatusCode,
 ) -> Result<Response<Body>, GateError> {
-    if user.totp_confirmed {
+    if !user.enrolls_at_sign_in() {
         return Ok(page(
             status,
             "Authentication code",
@@ -229,20 +229,16 @@ fn render_code_page(
 }
 
 /// `GET /.wardgate/login/totp` and `GET /.wardgate/enroll`.
+/// The request's own context is passed on: an enrollment it starts is audited with the
+/// caller's address.
 pub(super) async fn code_form(
     app: &App,
+    ctx: &RequestCtx,
     req: &Request<Incoming>,
-    _enroll: bool,
 ) -> Result<Response<Body>, GateError> {
     match pending_user(app, req).await? {
         None => Ok(see_other("/.wardgate/login")),
-        Some((_, _, user)) => {
-            let ctx = RequestCtx::new(std::sync::Arc::new(crate::gate::context::ConnInfo::new(
-                std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-                None,
-            )));
-            render_code_page(app, Some(&ctx), &user, None, StatusCode::OK)
-        }
+        Some((_, _, user)) => render_code_page(app, Some(ctx), &user, None, StatusCode::OK),
     }
 }
 
