@@ -487,6 +487,44 @@ async fn a_secret_given_out_of_band_is_never_shown_at_sign_in() {
     assert_eq!(done.status(), 303, "{:?}", done.headers());
 }
 
+/// The enrollment page a browser sign-in shows is audited with the caller's address.
+#[tokio::test]
+async fn an_enrollment_shown_by_the_portal_is_audited_with_the_callers_address() {
+    let backend = Backend::start().await;
+    let (dir, path) = write_config(&config(backend.addr, ""));
+    add_user(&path, "vic", &[], false);
+    let proxy = Wardgate::start_in(dir, path);
+    let browser = proxy
+        .client_builder()
+        .cookie_store(true)
+        .build()
+        .expect("client");
+    let origin = proxy.url("");
+    let step = browser
+        .post(proxy.url("/.wardgate/login"))
+        .header("origin", origin.trim_end_matches('/'))
+        .form(&[("username", "vic"), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("password step");
+    assert_eq!(step.status(), 303);
+    let page = browser
+        .get(proxy.url("/.wardgate/enroll"))
+        .send()
+        .await
+        .expect("enroll page");
+    assert_eq!(page.status(), 200);
+    let home = proxy.dir.path().to_path_buf();
+    assert!(
+        crate::audit::wait_for_record(&home, |r| r["event"] == "enroll"
+            && r["user"] == "vic"
+            && r["src_ip"] == "127.0.0.1")
+        .await,
+        "{:?}",
+        crate::audit::records(&home)
+    );
+}
+
 #[tokio::test]
 async fn codes_from_oathtool_are_accepted() {
     let backend = Backend::start().await;
