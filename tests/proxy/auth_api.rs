@@ -426,6 +426,28 @@ async fn enrollment_through_the_api_is_confirmed_by_the_first_code() {
     );
 }
 
+/// A cookie-keeping client that has passed the portal's password step as `user` (the
+/// response says where the sign-in goes next).
+async fn browser_password_step(
+    proxy: &Wardgate,
+    user: &str,
+) -> (reqwest::Client, reqwest::Response) {
+    let browser = proxy
+        .client_builder()
+        .cookie_store(true)
+        .build()
+        .expect("client");
+    let origin = proxy.url("");
+    let step = browser
+        .post(proxy.url("/.wardgate/login"))
+        .header("origin", origin.trim_end_matches('/'))
+        .form(&[("username", user), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("password step");
+    (browser, step)
+}
+
 /// A secret handed out out of band (`wardgate user enroll`) is never shown again: knowing the
 /// password gets neither it nor a replacement through the API, and the browser sign-in asks
 /// for a code from it on a page that does not show it. The first good code confirms it.
@@ -435,11 +457,7 @@ async fn a_secret_given_out_of_band_is_never_shown_at_sign_in() {
     let (dir, path) = write_config(&config(backend.addr, ""));
     let una = add_user(&path, "una", &[], true);
     let proxy = Wardgate::start_in(dir, path);
-    let browser = proxy
-        .client_builder()
-        .cookie_store(true)
-        .build()
-        .expect("client");
+    let (browser, step) = browser_password_step(&proxy, "una").await;
     let enroll = browser
         .post(proxy.url("/.wardgate/api/enroll"))
         .json(&serde_json::json!({ "username": "una", "password": PASSWORD }))
@@ -449,13 +467,6 @@ async fn a_secret_given_out_of_band_is_never_shown_at_sign_in() {
     assert_eq!(enroll.status(), 401);
     let origin = proxy.url("");
     let origin = origin.trim_end_matches('/');
-    let step = browser
-        .post(proxy.url("/.wardgate/login"))
-        .header("origin", origin)
-        .form(&[("username", "una"), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("password step");
     assert_eq!(step.status(), 303);
     let next = step
         .headers()
@@ -494,19 +505,7 @@ async fn an_enrollment_shown_by_the_portal_is_audited_with_the_callers_address()
     let (dir, path) = write_config(&config(backend.addr, ""));
     add_user(&path, "vic", &[], false);
     let proxy = Wardgate::start_in(dir, path);
-    let browser = proxy
-        .client_builder()
-        .cookie_store(true)
-        .build()
-        .expect("client");
-    let origin = proxy.url("");
-    let step = browser
-        .post(proxy.url("/.wardgate/login"))
-        .header("origin", origin.trim_end_matches('/'))
-        .form(&[("username", "vic"), ("password", PASSWORD)])
-        .send()
-        .await
-        .expect("password step");
+    let (browser, step) = browser_password_step(&proxy, "vic").await;
     assert_eq!(step.status(), 303);
     let page = browser
         .get(proxy.url("/.wardgate/enroll"))
