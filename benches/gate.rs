@@ -54,7 +54,8 @@ fn build(runtime: &tokio::runtime::Runtime, state: Arc<dyn StateStore>) -> (App,
                 webhook: None,
             },
         ));
-        let app = App::build(config, state, audit, Arc::default()).expect("app");
+        let app =
+            App::build(config, state, audit, Arc::default(), Default::default()).expect("app");
         let user = User {
             name: "alice".into(),
             roles: vec!["clinician".into()],

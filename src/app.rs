@@ -40,7 +40,8 @@ pub struct App {
     pub live: Arc<crate::live::LiveConnections>,
     /// Identity providers for single sign-on.
     pub oidc: crate::authn::oidc::OidcProviders,
-    /// The client-certificate trust now in force (see `ClientTrust`).
+    /// The client-certificate trust now in force (see `ClientTrust`), from the TLS
+    /// configuration built with this app.
     pub client_trust: crate::gate::context::ClientTrust,
     pools: HashMap<String, Arc<UpstreamPool>>,
 }
@@ -53,6 +54,7 @@ impl App {
         state: Arc<dyn StateStore>,
         audit: Arc<crate::audit::Auditor>,
         live: Arc<crate::live::LiveConnections>,
+        client_trust: crate::gate::context::ClientTrust,
     ) -> Result<App, String> {
         let auth = &config.auth;
         let users = UserStore::open(&auth.users_file, &auth.key_file, auth.key_env.as_deref())
@@ -93,7 +95,7 @@ impl App {
             live,
             oidc,
             pools,
-            client_trust: crate::server::tls::client_trust(&config.listen.client_auth),
+            client_trust,
             config: Arc::new(config),
         })
     }

@@ -44,7 +44,6 @@ const ROOM_WAIT: Duration = Duration::from_secs(5);
 pub struct Auditor {
     jobs: Arc<queue::JobQueue>,
     healthy: Arc<AtomicBool>,
-    open: open::OpenAccesses,
     /// Set when the drain deadline has passed: what is dropped from then on was cut off by
     /// shutdown, not by its client, and its completion says so.
     cutting_off: AtomicBool,
@@ -88,11 +87,10 @@ impl AuditTicket {
 impl Drop for AuditTicket {
     fn drop(&mut self) {
         if let Some((mut record, auditor)) = self.completion.take() {
-            let reason = if auditor.is_cutting_off() {
-                "cut off at shutdown before the backend answered"
-            } else {
-                "cancelled before the backend answered"
-            };
+            let reason = auditor.ended_early(
+                "cancelled before the backend answered",
+                "cut off at shutdown before the backend answered",
+            );
             record.reason = Some(reason.into());
             auditor.submit_kept(record);
         }
@@ -144,7 +142,6 @@ impl Auditor {
         Auditor {
             jobs,
             healthy,
-            open: open::OpenAccesses::default(),
             cutting_off: AtomicBool::new(false),
         }
     }
@@ -155,9 +152,14 @@ impl Auditor {
         self.cutting_off.store(true, Ordering::Relaxed);
     }
 
-    /// Whether shutdown is cutting off what is still open (see [`Auditor::cut_off`]).
-    pub fn is_cutting_off(&self) -> bool {
-        self.cutting_off.load(Ordering::Relaxed)
+    /// Why an access dropped before it ended did so: `otherwise` (its client went away), or
+    /// `at_shutdown` once shutdown is cutting off what is left (see [`Auditor::cut_off`]).
+    pub fn ended_early(&self, otherwise: &'static str, at_shutdown: &'static str) -> &'static str {
+        if self.cutting_off.load(Ordering::Relaxed) {
+            at_shutdown
+        } else {
+            otherwise
+        }
     }
 
     /// Whether records are being written (for `/readyz` and admission).
@@ -220,13 +222,10 @@ impl Auditor {
         }
     }
 
-    /// Completes the accesses still open, writes `audit_stop` and waits (up to 10 s) for
-    /// everything queued to be on disk. `Err` carries how many records were not written when
-    /// the wait ended (failing disk): they are lost with the process.
+    /// Writes `audit_stop` and waits (up to 10 s) for everything queued to be on disk. `Err`
+    /// carries how many records were not written when the wait ended (failing disk): they are
+    /// lost with the process.
     pub async fn stop(&self) -> Result<(), usize> {
-        for still_open in self.open.take_all() {
-            self.submit_kept(still_open);
-        }
         let (done, finished) = oneshot::channel();
         let _ = self.jobs.push_stop(writer::Job::Stop(done));
         match tokio::time::timeout(Duration::from_secs(10), finished).await {

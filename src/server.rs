@@ -138,7 +138,7 @@ pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), Serv
         source,
     })?;
     config.bind_public_url(public_addr);
-    let tls = tls::server_config(&config)?;
+    let (tls, client_trust) = tls::server_config(&config)?;
     let state = start_state(&config.state)?;
     let audit = Arc::new(start_audit(&config)?);
     // Announce readiness only once the audit chain is open (a large file is re-hashed first):
@@ -155,6 +155,7 @@ pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), Serv
         Arc::clone(&state),
         Arc::clone(&audit),
         Arc::default(),
+        client_trust,
     )
     .map_err(ServeError::App)?;
     let shared = Arc::new(Shared {
@@ -293,7 +294,7 @@ fn reload(shared: &Shared, path: &std::path::Path) {
         if config.limits.serve_threads != current.config.limits.serve_threads {
             tracing::warn!("limits.serve_threads changed: it takes effect after a restart");
         }
-        let tls = tls::server_config(&config).map_err(|err| err.to_string())?;
+        let (tls, client_trust) = tls::server_config(&config).map_err(|err| err.to_string())?;
         if config.audit.dir != current.config.audit.dir
             || config.audit.signing_key != current.config.audit.signing_key
         {
@@ -304,6 +305,7 @@ fn reload(shared: &Shared, path: &std::path::Path) {
             Arc::clone(&shared.state),
             Arc::clone(&shared.audit),
             Arc::clone(&current.live),
+            client_trust,
         )?;
         let ended =
             crate::authn::session::ended_by_account_changes(&current.users.all(), &app.users);

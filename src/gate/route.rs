@@ -193,32 +193,9 @@ impl PathPattern {
 
     /// Matches a canonical path, capturing parameters into `params`.
     fn matches(&self, path: &str, params: &mut Vec<(Text, Text)>) -> bool {
-        // Only canonical paths reach here, but a path without its leading `/` (or empty)
-        // must not match, let alone panic.
-        let Some(body) = path.strip_prefix('/') else {
-            return false;
-        };
-        let mut parts = if body.is_empty() {
-            None
-        } else {
-            Some(body.split('/'))
-        };
-        for segment in &self.segments {
-            if *segment == Segment::Rest {
-                return true;
-            }
-            let Some(part) = parts.as_mut().and_then(|p| p.next()) else {
-                return false;
-            };
-            match segment {
-                Segment::Literal(literal) if literal == part => {}
-                Segment::Param(name) if !part.is_empty() => {
-                    params.push((Arc::clone(name), Text::from(part)))
-                }
-                _ => return false,
-            }
-        }
-        parts.is_none_or(|mut rest| rest.next().is_none())
+        match_segments(&self.segments, path, params, |literal, part| {
+            literal == part
+        })
     }
 
     fn rank_at(&self, index: usize) -> u8 {
@@ -243,6 +220,38 @@ impl PathPattern {
     }
 }
 
+/// Matches canonical `path` against `segments`, literals compared by `same`, capturing
+/// parameters into `params` (shared by exact matching and the spelling-variant check).
+fn match_segments(
+    segments: &[Segment],
+    path: &str,
+    params: &mut Vec<(Text, Text)>,
+    same: impl Fn(&str, &str) -> bool,
+) -> bool {
+    // Only canonical paths reach here, but a path without its leading `/` (or empty) must not
+    // match, let alone panic.
+    let Some(body) = path.strip_prefix('/') else {
+        return false;
+    };
+    let mut parts = (!body.is_empty()).then(|| body.split('/'));
+    for segment in segments {
+        if *segment == Segment::Rest {
+            return true;
+        }
+        let Some(part) = parts.as_mut().and_then(|p| p.next()) else {
+            return false;
+        };
+        match segment {
+            Segment::Literal(literal) if same(literal, part) => {}
+            Segment::Param(name) if !part.is_empty() => {
+                params.push((Arc::clone(name), Text::from(part)))
+            }
+            _ => return false,
+        }
+    }
+    parts.is_none_or(|mut rest| rest.next().is_none())
+}
+
 // === impl RouteTable ===
 
 impl RouteTable {
@@ -265,11 +274,24 @@ impl RouteTable {
 
     /// The most specific route for a lower-case `host` (no port), canonical `path` and method.
     pub fn lookup(&self, host: &str, path: &str, method: &Method) -> Option<RouteMatch> {
+        self.first(host, method, |pattern, params| {
+            pattern.matches(path, params)
+        })
+    }
+
+    /// The first route, in precedence order, for `host` and `method` whose path pattern
+    /// `path_matches` accepts (capturing into the given parameters).
+    fn first(
+        &self,
+        host: &str,
+        method: &Method,
+        path_matches: impl Fn(&PathPattern, &mut Vec<(Text, Text)>) -> bool,
+    ) -> Option<RouteMatch> {
         let mut params = Vec::new();
         for route in &self.routes {
             params.clear();
             let method_ok = route.methods.as_ref().is_none_or(|m| m.contains(method));
-            if method_ok && route.host.matches(host) && route.path.matches(path, &mut params) {
+            if method_ok && route.host.matches(host) && path_matches(&route.path, &mut params) {
                 return Some(RouteMatch {
                     route: Arc::clone(route),
                     params,

@@ -37,8 +37,7 @@ impl RecordedBody {
     fn finish(&mut self, outcome: &str) {
         if let Some((auditor, mut record, started)) = self.pending.take() {
             record.bytes = Some(self.bytes);
-            record.latency_ms =
-                Some((started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0);
+            record.latency_ms = Some(crate::audit::open::millis(started));
             if outcome != "complete" {
                 record.reason = Some(outcome.to_string().into());
             }
@@ -83,16 +82,13 @@ impl HttpBody for RecordedBody {
 
 impl Drop for RecordedBody {
     fn drop(&mut self) {
-        let cut_off = self
-            .pending
-            .as_ref()
-            .is_some_and(|(auditor, _, _)| auditor.is_cutting_off());
-        let outcome = if self.inner.is_end_stream() {
-            "complete"
-        } else if cut_off {
-            "cut off at shutdown before the response ended"
-        } else {
-            "client closed before the response ended"
+        let outcome = match &self.pending {
+            _ if self.inner.is_end_stream() => "complete",
+            Some((auditor, _, _)) => auditor.ended_early(
+                "client closed before the response ended",
+                "cut off at shutdown before the response ended",
+            ),
+            None => return,
         };
         self.finish(outcome);
     }

@@ -66,8 +66,7 @@ pub struct Tunnel {
     /// Registration against the session (absent on public routes).
     pub live: Option<LiveGuard>,
     /// An audited access's completion (`status` 101), written when the tunnel ends with the
-    /// bytes relayed to the client and why it ended (at shutdown, if still open, by the
-    /// auditor).
+    /// bytes relayed to the client and why it ended (by its `Drop` if the task is dropped).
     pub completion: Option<OpenAccess>,
 }
 

@@ -77,14 +77,16 @@ pub fn read_pair(cert: &Path, key: &Path) -> Result<CertPair, CertError> {
     Ok(CertPair { chain, key })
 }
 
-/// Reads a PEM CA bundle.
-pub fn read_ca(path: &Path) -> Result<rustls::RootCertStore, CertError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|err| CertError::File {
-            path: path.to_path_buf(),
-            message: format!("cannot read CA bundle: {err}"),
-        })?;
+/// Reads a PEM CA bundle; returns its certificates and the bytes they were read from.
+pub fn read_ca(path: &Path) -> Result<(rustls::RootCertStore, Vec<u8>), CertError> {
+    let unreadable = |message: String| CertError::File {
+        path: path.to_path_buf(),
+        message: format!("cannot read CA bundle: {message}"),
+    };
+    let bytes = std::fs::read(path).map_err(|err| unreadable(err.to_string()))?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| unreadable(err.to_string()))?;
     let mut roots = rustls::RootCertStore::empty();
     let (added, _) = roots.add_parsable_certificates(certs);
     if added == 0 {
@@ -93,7 +95,7 @@ pub fn read_ca(path: &Path) -> Result<rustls::RootCertStore, CertError> {
             message: "no usable CA certificate".into(),
         });
     }
-    Ok(roots)
+    Ok((roots, bytes))
 }
 
 /// Validity of a generated development certificate (the CA/Browser Forum maximum is 398).

@@ -14,8 +14,9 @@ use super::certs::{self, CertError};
 use crate::config::{ClientAuth, Config};
 use crate::gate::context::{ClientIdentity, ClientTrust};
 
-/// Builds the TLS configuration for the public listener.
-pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, CertError> {
+/// Builds the TLS configuration for the public listener, and the digest of its
+/// client-certificate trust (from the very bytes its verifier was built from).
+pub fn server_config(config: &Config) -> Result<(Arc<ServerConfig>, ClientTrust), CertError> {
     let pair = certs::load(config)?;
     let mut provider = rustls::crypto::ring::default_provider();
     provider.cipher_suites.retain(|suite| match suite {
@@ -30,12 +31,15 @@ pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, CertError> {
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|err| CertError::Tls(err.to_string()))?;
-    let builder = match &config.listen.client_auth {
-        ClientAuth::None => builder.with_no_client_auth(),
+    let (builder, trust) = match &config.listen.client_auth {
+        ClientAuth::None => (builder.with_no_client_auth(), client_trust("none", &[])),
         ClientAuth::Optional { ca } | ClientAuth::Required { ca } => {
-            let roots = Arc::new(certs::read_ca(ca)?);
+            let optional = matches!(config.listen.client_auth, ClientAuth::Optional { .. });
+            let (roots, bundle) = certs::read_ca(ca)?;
+            let mode = if optional { "optional" } else { "required" };
+            let roots = Arc::new(roots);
             let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
-            let verifier = if matches!(config.listen.client_auth, ClientAuth::Optional { .. }) {
+            let verifier = if optional {
                 verifier.allow_unauthenticated()
             } else {
                 verifier
@@ -44,7 +48,10 @@ pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, CertError> {
                 path: ca.clone(),
                 message: format!("cannot use CA bundle: {err}"),
             })?;
-            builder.with_client_cert_verifier(verifier)
+            (
+                builder.with_client_cert_verifier(verifier),
+                client_trust(mode, &bundle),
+            )
         }
     };
     let cert_path = match &config.listen.tls {
@@ -60,28 +67,19 @@ pub fn server_config(config: &Config) -> Result<Arc<ServerConfig>, CertError> {
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     // Our suite order (strongest first), not the client's.
     server.ignore_client_order = true;
-    Ok(Arc::new(server))
+    Ok((Arc::new(server), trust))
 }
 
-/// Extracts subject and SANs from a verified client certificate.
-/// The digest of the client-certificate settings: the mode and the CA bundle's bytes (an
-/// unreadable bundle hashes as empty; loading the TLS configuration fails on it anyway).
-pub fn client_trust(auth: &ClientAuth) -> ClientTrust {
+/// The digest of the client-certificate settings: the mode and the CA bundle's bytes.
+fn client_trust(mode: &str, bundle: &[u8]) -> ClientTrust {
     use sha2::Digest;
-    let (mode, ca) = match auth {
-        ClientAuth::None => ("none", None),
-        ClientAuth::Optional { ca } => ("optional", Some(ca)),
-        ClientAuth::Required { ca } => ("required", Some(ca)),
-    };
     let mut digest = sha2::Sha256::new();
     digest.update(mode.as_bytes());
-    if let Some(ca) = ca {
-        digest.update(std::fs::read(ca).unwrap_or_default());
-    }
+    digest.update(bundle);
     ClientTrust(digest.finalize().into())
 }
 
-/// The identity in a verified client certificate, verified under `trust`.
+/// Extracts subject and SANs from a certificate verified under `trust`.
 pub fn client_identity(
     cert: &rustls::pki_types::CertificateDer<'_>,
     trust: ClientTrust,

@@ -60,11 +60,8 @@ pub(super) async fn enroll(
 ) -> Result<Response<Body>, GateError> {
     let input: LoginRequest = read_json(req).await?;
     let user = flow::password_step(app, ctx, &input.username, &input.password).await?;
-    // A confirmed secret, or one given out of band, is never shown (or replaced) here.
-    if !user.enrolls_at_sign_in() {
-        return Err(GateError::InvalidCredentials);
-    }
-    let (otpauth, _) = flow::start_enrollment(app, ctx, &user, false)?;
+    // A confirmed secret, or one given out of band, is refused there (401).
+    let (otpauth, _) = flow::start_enrollment(app, ctx, &user)?;
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({ "otpauth": otpauth }),

@@ -186,24 +186,18 @@ pub async fn step_up(
 }
 
 /// Gives `user` a new unconfirmed TOTP secret unless one is pending already; returns the
-/// otpauth URI and the base32 secret. Never for a secret given out of band
-/// ([`User::enrolls_at_sign_in`]): that one is not shown again.
+/// otpauth URI and the base32 secret. Refused (401, as a failed login) for a confirmed secret
+/// or one given out of band ([`User::enrolls_at_sign_in`]): those are never shown again.
 pub fn start_enrollment(
     app: &App,
     ctx: &RequestCtx,
     user: &User,
-    fresh: bool,
 ) -> Result<(String, String), GateError> {
     if !user.enrolls_at_sign_in() {
         return Err(GateError::InvalidCredentials);
     }
     let internal = |e: crate::authn::users::UserError| GateError::Internal(e.to_string());
-    let existing = if fresh {
-        None
-    } else {
-        app.users.totp_secret(user).map_err(internal)?
-    };
-    let secret = match existing {
+    let secret = match app.users.totp_secret(user).map_err(internal)? {
         Some(secret) => secret,
         None => {
             let secret = totp::new_secret();

@@ -192,7 +192,7 @@ async fn pending_user(
 
 fn render_code_page(
     app: &App,
-    ctx: Option<&RequestCtx>,
+    ctx: &RequestCtx,
     user: &User,
     error: Option<&str>,
     status: StatusCode,
@@ -204,12 +204,7 @@ fn render_code_page(
             &TOTP.replace("{{error}}", &error_note(error)),
         ));
     }
-    let Some(ctx) = ctx else {
-        return Err(GateError::Internal(
-            "enrollment page without request context".into(),
-        ));
-    };
-    let (otpauth, secret) = flow::start_enrollment(app, ctx, user, false)?;
+    let (otpauth, secret) = flow::start_enrollment(app, ctx, user)?;
     let qr = qrcode::QrCode::new(otpauth.as_bytes())
         .map(|code| {
             code.render::<qrcode::render::svg::Color<'_>>()
@@ -238,7 +233,7 @@ pub(super) async fn code_form(
 ) -> Result<Response<Body>, GateError> {
     match pending_user(app, req).await? {
         None => Ok(see_other("/.wardgate/login")),
-        Some((_, _, user)) => render_code_page(app, Some(ctx), &user, None, StatusCode::OK),
+        Some((_, _, user)) => render_code_page(app, ctx, &user, None, StatusCode::OK),
     }
 }
 
@@ -255,7 +250,7 @@ pub(super) async fn code_submit(
     if let Err(error) = flow::totp_step(app, ctx, &user, field(&fields, "code")).await {
         let user = app.users.get(&user.name).unwrap_or(user);
         return step_failure(error, |message, status| {
-            render_code_page(app, Some(ctx), &user, Some(message), status)
+            render_code_page(app, ctx, &user, Some(message), status)
                 .unwrap_or_else(|_| render_login(app, "/", Some(message), status))
         });
     }

@@ -53,26 +53,12 @@ impl PathPattern {
         } else {
             path
         };
-        let Some(body) = path.strip_prefix('/') else {
-            return false;
-        };
-        let mut parts = (!body.is_empty()).then(|| body.split('/'));
-        for segment in self.loose_segments() {
-            if *segment == Segment::Rest {
-                return true;
-            }
-            let Some(part) = parts.as_mut().and_then(|p| p.next()) else {
-                return false;
-            };
-            match segment {
-                Segment::Literal(literal) if literal.eq_ignore_ascii_case(part) => {}
-                Segment::Param(name) if !part.is_empty() => {
-                    params.push((Arc::clone(name), Text::from(part)))
-                }
-                _ => return false,
-            }
-        }
-        parts.is_none_or(|mut rest| rest.next().is_none())
+        super::match_segments(
+            self.loose_segments(),
+            path,
+            params,
+            str::eq_ignore_ascii_case,
+        )
     }
 }
 
@@ -93,19 +79,12 @@ impl RouteTable {
         if plain && !self.variant_spellings {
             return None;
         }
-        let mut params = Vec::new();
-        let loose = self.routes.iter().find(|route| {
-            params.clear();
-            route.methods.as_ref().is_none_or(|m| m.contains(method))
-                && route.host.matches(host)
-                && route.path.matches_loosely(path, &mut params)
+        let loose = self.first(host, method, |pattern, params| {
+            pattern.matches_loosely(path, params)
         })?;
-        let harmless = Arc::ptr_eq(loose, &matched.route)
-            || (same_treatment(loose, &matched.route) && params == matched.params);
-        (!harmless).then(|| RouteMatch {
-            route: Arc::clone(loose),
-            params,
-        })
+        let harmless = Arc::ptr_eq(&loose.route, &matched.route)
+            || (same_treatment(&loose.route, &matched.route) && loose.params == matched.params);
+        (!harmless).then_some(loose)
     }
 }
 
