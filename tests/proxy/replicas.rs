@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::support::auth::{add_user, code, get_status, login, logout, next_code, token, PASSWORD};
+use crate::support::auth::{
+    add_user, code, get_status, login, logout, logout_status, next_code, token, PASSWORD,
+};
 use crate::support::redis::RedisServer;
 use crate::support::{config, write_config, Backend, Wardgate};
 
@@ -241,14 +243,7 @@ async fn redis_outage_fails_closed_then_recovers_without_restart() {
         503
     );
     // A logout the store cannot carry out says so (503), not 204 with the session alive.
-    let logout_during_outage = proxy
-        .client()
-        .post(proxy.url("/.wardgate/api/logout"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("logout");
-    assert_eq!(logout_during_outage.status(), 503);
+    assert_eq!(logout_status(&proxy, &token).await, 503);
     assert!(proxy.wait_for_log("state store unavailable", Duration::from_secs(2)));
     let metrics = proxy.metrics().await;
     assert!(metrics.contains("wardgate_state_up 0"), "{metrics}");

@@ -114,14 +114,20 @@ pub async fn token(proxy: &Wardgate, user: &TestUser, totp: &str) -> String {
 
 /// `POST /.wardgate/api/logout` with a bearer token; expects 204.
 pub async fn logout(proxy: &Wardgate, token: &str) {
-    let response = proxy
+    assert_eq!(logout_status(proxy, token).await, 204, "logout");
+}
+
+/// The status of `POST /.wardgate/api/logout` with a bearer token.
+pub async fn logout_status(proxy: &Wardgate, token: &str) -> u16 {
+    proxy
         .client()
         .post(proxy.url("/.wardgate/api/logout"))
         .bearer_auth(token)
         .send()
         .await
-        .expect("logout");
-    assert_eq!(response.status(), 204, "logout");
+        .expect("logout")
+        .status()
+        .as_u16()
 }
 
 /// The status of a GET of `path` with a bearer token.
