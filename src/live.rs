@@ -2,13 +2,14 @@
 //!
 //! A WebSocket (video signalling, chat, live vitals) or a long response stream is authorized
 //! once, when it opens, and may then stay open for an hour. Zero trust means that is not
-//! enough: every such connection is registered here against the session that opened it, and a
-//! checker re-validates each registered session and route four times a second, against the
-//! *current* state and configuration. When the session ended for any reason (logout on any
-//! replica, admin revocation, user disabled, password or TOTP change, idle timeout, absolute
-//! lifetime) or the current policy no longer grants the route, the connection is told to
-//! close (WebSocket close 1008, stream reset) and one `session_closed` audit record names the
-//! session, the route and the reason.
+//! enough: every such connection is registered here against what admitted it (the session of
+//! a signed-in user, or the client certificate of a service or device), and a checker
+//! re-validates each one and its route four times a second, against the *current* state and
+//! configuration. When the session ended for any reason (logout on any replica, admin
+//! revocation, user disabled, password or TOTP change, idle timeout, absolute lifetime), the
+//! certificate is no longer trusted (a reload withdrew its CA), or the current policy no
+//! longer grants the route, the connection is told to close (WebSocket close 1008, stream
+//! reset) and one `session_closed` audit record names the holder, the route and the reason.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,13 +38,29 @@ pub enum Kind {
     Stream,
 }
 
+/// What admitted a live connection, and so what is checked again.
+#[derive(Debug, Clone)]
+pub enum Holder {
+    /// A signed-in user: the session must still hold.
+    Session {
+        /// Session that opened the connection.
+        session_id: String,
+        /// Its user.
+        user: String,
+    },
+    /// A service or device admitted by its client certificate alone: the certificate must
+    /// still be trusted (the connection's `ConnInfo` holds it) and still match a rule.
+    Service {
+        /// Subject of the certificate, for the closure record.
+        subject: String,
+    },
+}
+
 /// What is needed to re-run authentication and authorization for a connection.
 #[derive(Debug, Clone)]
 pub struct Opened {
-    /// Session that opened the connection.
-    pub session_id: String,
-    /// Its user.
-    pub user: String,
+    /// Who opened the connection.
+    pub holder: Holder,
     /// Route name at opening time.
     pub route: String,
     /// Request method, host and canonical path (to match the route again after a reload).
@@ -132,36 +149,45 @@ impl LiveConnections {
     pub fn count_by_session(&self) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
         for entry in &self.entries {
-            *counts.entry(entry.opened.session_id.clone()).or_insert(0) += 1;
+            if let Holder::Session { session_id, .. } = &entry.opened.holder {
+                *counts.entry(session_id.clone()).or_insert(0) += 1;
+            }
         }
         counts
     }
 
     /// Re-validates every registered connection once and closes those no longer allowed.
     pub async fn check(&self, app: &App) {
-        let mut by_session: HashMap<String, Vec<u64>> = HashMap::new();
+        // One state-store question per session, however many sockets it holds.
+        let mut by_session: HashMap<(String, String), Vec<u64>> = HashMap::new();
+        let mut services = Vec::new();
         for entry in &self.entries {
-            if !entry.closing.load(Ordering::Relaxed) {
-                by_session
-                    .entry(entry.opened.session_id.clone())
+            if entry.closing.load(Ordering::Relaxed) {
+                continue;
+            }
+            match &entry.opened.holder {
+                Holder::Session { session_id, user } => by_session
+                    .entry((session_id.clone(), user.clone()))
                     .or_default()
-                    .push(*entry.key());
+                    .push(*entry.key()),
+                Holder::Service { .. } => services.push(*entry.key()),
             }
         }
-        for (session_id, ids) in by_session {
+        for id in services {
+            let Some(entry) = self.entries.get(&id) else {
+                continue;
+            };
+            if let Err(reason) = recheck::service(app, &entry.opened).await {
+                close(app, &entry, reason);
+            }
+        }
+        for ((session_id, user), ids) in by_session {
             let activity = ids
                 .iter()
                 .filter_map(|id| self.entries.get(id))
                 .map(|e| e.activity.load(Ordering::Relaxed))
                 .max()
                 .unwrap_or(0);
-            let Some(user) = ids
-                .first()
-                .and_then(|id| self.entries.get(id))
-                .map(|e| e.opened.user.clone())
-            else {
-                continue;
-            };
             let verdict = crate::authn::session::recheck(app, &session_id, &user, activity).await;
             for id in ids {
                 let Some(entry) = self.entries.get(&id) else {
@@ -169,7 +195,7 @@ impl LiveConnections {
                 };
                 let reason = match &verdict {
                     Err(reason) => Some(reason.clone()),
-                    Ok(principal) => recheck::route(app, principal, &entry.opened).await.err(),
+                    Ok(principal) => recheck::user(app, principal, &entry.opened).await.err(),
                 };
                 if let Some(reason) = reason {
                     close(app, &entry, reason);
@@ -186,8 +212,17 @@ fn close(app: &App, entry: &Entry, reason: String) {
     }
     let opened = &entry.opened;
     let mut record = crate::audit::AuditRecord::new("session_closed");
-    record.user = Some(opened.user.as_str().into());
-    record.session = Some(crate::audit::record::session_hash(&opened.session_id));
+    let holder = match &opened.holder {
+        Holder::Session { session_id, user } => {
+            record.user = Some(user.as_str().into());
+            record.session = Some(crate::audit::record::session_hash(session_id));
+            user
+        }
+        Holder::Service { subject } => {
+            record.client_cert = Some(subject.as_str().into());
+            subject
+        }
+    };
     record.route = Some(opened.route.as_str().into());
     record.method = Some(opened.method.as_str().into());
     record.host = Some(opened.host.as_str().into());
@@ -201,7 +236,7 @@ fn close(app: &App, entry: &Entry, reason: String) {
     };
     metrics::counter!("wardgate_session_closures_total", "reason" => recheck::reason_label(&reason))
         .increment(1);
-    tracing::info!(target: "wardgate::security", event = "session_closed", user = %opened.user, route = %opened.route, kind, %reason, "closing connection: its session no longer holds");
+    tracing::info!(target: "wardgate::security", event = "session_closed", holder = %holder, route = %opened.route, kind, %reason, "closing connection: its session no longer holds");
     let _ = entry.close.send(Some(reason));
 }
 

@@ -213,7 +213,8 @@ pub async fn forward(
     }
 }
 
-/// What continuous validation needs to know about a connection opened by a signed-in user.
+/// What continuous validation needs to know about a connection opened by a signed-in user or
+/// a certificate-only service (a public route's anonymous connections are not re-checked).
 fn live_opened(
     permit: &Permit,
     ctx: &RequestCtx,
@@ -221,12 +222,18 @@ fn live_opened(
     method: &Method,
     websocket: bool,
 ) -> Option<crate::live::Opened> {
-    let crate::authn::Caller::User(principal, _) = permit.caller() else {
-        return None;
+    let holder = match permit.caller() {
+        crate::authn::Caller::User(principal, _) => crate::live::Holder::Session {
+            session_id: principal.session_id.to_string(),
+            user: principal.user.name.clone(),
+        },
+        crate::authn::Caller::Service(identity) => crate::live::Holder::Service {
+            subject: identity.subject.clone(),
+        },
+        crate::authn::Caller::Anonymous => return None,
     };
     Some(crate::live::Opened {
-        session_id: principal.session_id.to_string(),
-        user: principal.user.name.clone(),
+        holder,
         route: permit.route().name.to_string(),
         method: method.clone(),
         host: target.host.to_string(),

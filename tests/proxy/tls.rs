@@ -271,7 +271,9 @@ async fn services_and_devices_are_admitted_by_their_verified_certificate() {
 
 /// A reload that replaces `client_ca` (a compromised device CA withdrawn) stops trusting the
 /// certificates it verified, on connections already open too: the next request on the same
-/// keep-alive connection is 401, and a new connection with that certificate is refused.
+/// keep-alive connection is 401, a response stream the device holds open is reset within a
+/// second (continuous validation, one `session_closed` record naming the certificate), and a
+/// new connection with that certificate is refused.
 #[tokio::test]
 async fn a_withdrawn_client_ca_is_not_trusted_on_open_connections() {
     let backend = Backend::start().await;
@@ -294,6 +296,17 @@ async fn a_withdrawn_client_ca_is_not_trusted_on_open_connections() {
         async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
     };
     assert_eq!(status(client.clone()).await.expect("send"), 200);
+    // A live feed, held past the second after which a stream is registered for re-checks.
+    let mut feed = client
+        .get(proxy.url("/lab/ticks"))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(feed.status(), 200);
+    let opened = std::time::Instant::now();
+    while opened.elapsed() < Duration::from_millis(1500) {
+        feed.chunk().await.expect("tick").expect("more ticks");
+    }
     proxy.rewrite_config(&toml.replace("\"devices.pem\"", "\"devices-new.pem\""));
     proxy.signal("HUP");
     assert!(
@@ -301,6 +314,34 @@ async fn a_withdrawn_client_ca_is_not_trusted_on_open_connections() {
         "{}",
         proxy.logs()
     );
+    let reloaded = std::time::Instant::now();
+    let ending = loop {
+        match tokio::time::timeout(Duration::from_secs(3), feed.chunk()).await {
+            Ok(Ok(Some(_))) => continue,
+            other => break other,
+        }
+    };
+    assert!(matches!(ending, Ok(Err(_))), "stream ended with {ending:?}");
+    assert!(
+        reloaded.elapsed() <= Duration::from_millis(1500),
+        "reset after {:?}",
+        reloaded.elapsed()
+    );
+    let audit_dir = proxy.config_path.parent().expect("dir").join("data/audit");
+    let mut closed = None;
+    for _ in 0..60 {
+        closed = crate::support::audit_records_in(&audit_dir)
+            .into_iter()
+            .find(|r| r["event"] == "session_closed");
+        if closed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let closed = closed.expect("a session_closed record");
+    assert_eq!(closed["client_cert"], "CN=lab-analyzer-3");
+    assert_eq!(closed["route"], "lab-results");
+    assert_eq!(closed["reason"], "client certificate no longer trusted");
     assert_eq!(
         status(client.clone())
             .await
@@ -311,8 +352,8 @@ async fn a_withdrawn_client_ca_is_not_trusted_on_open_connections() {
     assert!(status(fresh).await.is_err(), "a new handshake must fail");
     assert_eq!(
         backend.seen().len(),
-        1,
-        "only the request before the reload"
+        2,
+        "only the requests before the reload"
     );
 }
 
