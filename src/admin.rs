@@ -28,12 +28,16 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(_) => continue,
             },
             _ = shutdown.changed() => break,
+        };
+        let caller = match stream.local_addr() {
+            Ok(local) => sessions::Caller::of(peer, local),
+            Err(_) => sessions::Caller::Remote(peer),
         };
         let shared = Arc::clone(&shared);
         let metrics = metrics.clone();
@@ -43,7 +47,7 @@ pub async fn run(
                 let metrics = metrics.clone();
                 async move {
                     let response = if sessions::handles(req.uri().path()) {
-                        sessions::answer(req, &shared.app.load_full()).await
+                        sessions::answer(req, &shared.app.load_full(), caller).await
                     } else {
                         answer(&req, &shared, &metrics)
                     };

@@ -1,12 +1,17 @@
 //! The session inventory on the admin listener: `GET /sessions[?user=U]` and
 //! `POST /sessions/revoke` (`{"user"}` or `{"id"}`), behind the admin token.
 //!
+//! The admin listener speaks plain HTTP (probes and metrics scrapers need no secret), so the
+//! token API answers only connections from this host (`wardgate session`, or `kubectl exec`):
+//! a token sent from elsewhere has crossed the network in clear text, and is refused.
+//!
 //! Session ids are bearer secrets, so they never leave Wardgate: the inventory shows the same
 //! hash the audit trail records (`session`), and revocation by id takes that hash. Revocation
 //! goes through the state store, so it holds on every replica on the next request, and each
 //! replica's live-connection checker closes the user's open sockets within a second.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -26,8 +31,41 @@ pub fn handles(path: &str) -> bool {
     path == "/sessions" || path == "/sessions/revoke"
 }
 
+/// Where an admin connection comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// This host: loopback, or one of this host's own addresses (the connection's source is
+    /// the address it reached, as when the CLI dials an admin listener bound to one interface).
+    ThisHost,
+    /// Another host: its requests crossed a network.
+    Remote(SocketAddr),
+}
+
+impl Caller {
+    /// Classifies a connection from `peer` accepted on `local`.
+    pub fn of(peer: SocketAddr, local: SocketAddr) -> Caller {
+        let peer_ip = peer.ip().to_canonical();
+        if peer_ip.is_loopback() || peer_ip == local.ip().to_canonical() {
+            Caller::ThisHost
+        } else {
+            Caller::Remote(peer)
+        }
+    }
+}
+
 /// Answers one session-API request.
-pub async fn answer(req: Request<hyper::body::Incoming>, app: &App) -> Response<Body> {
+pub async fn answer(
+    req: Request<hyper::body::Incoming>,
+    app: &App,
+    caller: Caller,
+) -> Response<Body> {
+    if let Caller::Remote(peer) = caller {
+        tracing::warn!(target: "wardgate::security", %peer, "admin API request from another host refused: the admin listener has no TLS, so a token sent from there crossed the network in clear text (rotate it if one was sent)");
+        return json(
+            StatusCode::FORBIDDEN,
+            r#"{"error":"admin API answers only on this host: run wardgate session there"}"#,
+        );
+    }
     if let Some(refusal) = refuse_without_token(&req, app) {
         return refusal;
     }
@@ -188,4 +226,47 @@ fn json(status: StatusCode, text: &str) -> Response<Body> {
         header::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Caller;
+
+    fn caller(peer: &str, local: &str) -> Caller {
+        Caller::of(
+            peer.parse().expect("peer address"),
+            local.parse().expect("local address"),
+        )
+    }
+
+    #[test]
+    fn only_connections_from_this_host_reach_the_token_api() {
+        assert_eq!(
+            caller("127.0.0.1:50000", "127.0.0.1:9090"),
+            Caller::ThisHost
+        );
+        assert_eq!(caller("127.0.0.7:50000", "0.0.0.0:9090"), Caller::ThisHost);
+        assert_eq!(caller("[::1]:50000", "[::]:9090"), Caller::ThisHost);
+        // An IPv4 client on a dual-stack listener arrives as an IPv4-mapped address.
+        assert_eq!(
+            caller("[::ffff:127.0.0.1]:50000", "[::ffff:127.0.0.1]:9090"),
+            Caller::ThisHost
+        );
+        // The CLI dialing a listener bound to one interface comes from that interface.
+        assert_eq!(caller("10.0.0.5:50000", "10.0.0.5:9090"), Caller::ThisHost);
+        assert_eq!(
+            caller("[::ffff:10.0.0.5]:50000", "10.0.0.5:9090"),
+            Caller::ThisHost
+        );
+        let remote = "10.0.0.9:50000".parse().expect("address");
+        assert_eq!(
+            caller("10.0.0.9:50000", "10.0.0.5:9090"),
+            Caller::Remote(remote)
+        );
+        let mapped = "[::ffff:10.0.0.9]:50000".parse().expect("address");
+        assert_eq!(
+            caller("[::ffff:10.0.0.9]:50000", "[::]:9090"),
+            Caller::Remote(mapped)
+        );
+    }
 }
