@@ -30,6 +30,9 @@ pub enum GateError {
     /// No route matches host, path and method (default deny).
     #[error("no route")]
     NoRoute,
+    /// A method Wardgate never forwards (`CONNECT`, `TRACE`).
+    #[error("method not allowed: {0}")]
+    MethodNotAllowed(&'static str),
     /// A protected route was requested without credentials.
     #[error("authentication required")]
     Unauthenticated,
@@ -94,6 +97,7 @@ impl GateError {
             GateError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GateError::AmbiguousPath(_) => StatusCode::BAD_REQUEST,
             GateError::NoRoute => StatusCode::NOT_FOUND,
+            GateError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GateError::Unauthenticated => StatusCode::UNAUTHORIZED,
             GateError::InvalidSession(_) => StatusCode::UNAUTHORIZED,
             GateError::InvalidCredentials => StatusCode::UNAUTHORIZED,
@@ -132,6 +136,7 @@ impl GateError {
             401 => "unauthorized",
             403 => "forbidden",
             404 => "not_found",
+            405 => "method_not_allowed",
             408 => "request_timeout",
             413 => "payload_too_large",
             415 => "unsupported_media_type",
@@ -158,6 +163,7 @@ mod tests {
                 Blame::Client,
             ),
             (GateError::NoRoute, 404, Blame::Client),
+            (GateError::MethodNotAllowed("TRACE"), 405, Blame::Client),
             (GateError::Unauthenticated, 401, Blame::Client),
             (GateError::InvalidSession("x".into()), 401, Blame::Client),
             (GateError::InvalidCredentials, 401, Blame::Client),

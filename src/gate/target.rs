@@ -5,7 +5,7 @@
 //! ambiguous and refused, so policy never matches one host while the backend serves another.
 
 use http::header::HOST;
-use http::Request;
+use http::{Method, Request};
 
 use super::error::GateError;
 use super::normalize::normalize;
@@ -46,6 +46,15 @@ impl RequestTarget {
             .any(|b| b.is_ascii_lowercase())
         {
             return Err(GateError::BadRequest("method is not upper case"));
+        }
+        // CONNECT asks for a tunnel to an authority, not a resource: hyper's client would send
+        // the upstream's own address as its target, not the path that was routed. TRACE echoes
+        // the request, Wardgate's identity headers and assertion included, back to the client.
+        if req.method() == Method::CONNECT {
+            return Err(GateError::MethodNotAllowed("CONNECT"));
+        }
+        if req.method() == Method::TRACE {
+            return Err(GateError::MethodNotAllowed("TRACE"));
         }
         let mut host_headers = req.headers().get_all(HOST).iter();
         let header = host_headers.next();
@@ -208,5 +217,11 @@ mod tests {
         assert!(request("M-SEARCH").is_ok());
         assert!(request("delete").is_err());
         assert!(request("Get").is_err());
+        for never_forwarded in ["CONNECT", "TRACE"] {
+            assert!(matches!(
+                request(never_forwarded),
+                Err(GateError::MethodNotAllowed(_))
+            ));
+        }
     }
 }

@@ -1,8 +1,11 @@
 //! Header hygiene between client and backend: always strip, then overwrite.
 //!
 //! Nothing the client sends may speak for Wardgate: client `X-Wardgate-*`, the configured
-//! identity headers, `Forwarded`/`X-Forwarded-*` (unless the peer is a trusted proxy) and URL
-//! override headers are removed before Wardgate writes its own values. Hop-by-hop headers,
+//! identity headers, `Forwarded`/`X-Forwarded-*` (unless the peer is a trusted proxy), URL and
+//! method override headers, and every header whose name holds an underscore are removed before
+//! Wardgate writes its own values. CGI, WSGI and Rack servers read `X-Wardgate_User` and
+//! `X-Wardgate-User` as the same variable (`HTTP_X_WARDGATE_USER`), so an underscore spelling
+//! would slip past the exact names (nginx drops such headers by default for the same reason). Hop-by-hop headers,
 //! including any header the client names in `Connection`, never cross the proxy, so a client
 //! cannot make Wardgate drop a header it set (`Connection: X-Wardgate-User`).
 
@@ -24,12 +27,14 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// Headers some frameworks read as the "real" URL; a client could use them to reach a path
-/// that policy never saw.
-const URL_OVERRIDES: [&str; 4] = [
+/// Headers some frameworks read as the "real" URL or method; a client could use them to reach
+/// a path or a method that policy never saw.
+const URL_OVERRIDES: [&str; 6] = [
     "x-original-url",
     "x-rewrite-url",
     "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
     "x-original-uri",
 ];
 
@@ -163,6 +168,7 @@ pub fn prepare_request(
             || proxy.strip_headers.contains(name)
             || URL_OVERRIDES.contains(&name_str)
             || (!trusted && FORWARDING.contains(&name_str))
+            || name_str.contains('_')
     });
     for name in removed {
         if name.as_str().starts_with("x-wardgate-") {

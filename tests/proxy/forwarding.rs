@@ -128,6 +128,11 @@ async fn client_identity_and_forwarding_headers_never_reach_the_backend() {
         .header("X-Remote-User", "admin")
         .header("X-Original-URL", "/private/admin")
         .header("X-Rewrite-URL", "/private/admin")
+        .header("X-HTTP-Method", "DELETE")
+        .header("X-Method-Override", "DELETE")
+        // CGI, WSGI and Rack read these as X-Wardgate-User and X-Forwarded-For.
+        .header("X-Wardgate_User", "admin")
+        .header("X_Forwarded_For", "10.9.9.9")
         .header("Connection", "X-Keep")
         .header("X-Keep", "hop")
         .send()
@@ -150,6 +155,10 @@ async fn client_identity_and_forwarding_headers_never_reach_the_backend() {
         "x-remote-user",
         "x-original-url",
         "x-rewrite-url",
+        "x-http-method",
+        "x-method-override",
+        "x-wardgate_user",
+        "x_forwarded_for",
         "x-keep",
     ] {
         assert!(
@@ -160,6 +169,17 @@ async fn client_identity_and_forwarding_headers_never_reach_the_backend() {
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
     assert_ne!(seen.headers["x-forwarded-host"], "evil.example");
+
+    // TRACE would echo the identity headers and assertion back; it is never forwarded.
+    let forwarded = backend.seen().len();
+    let trace = proxy
+        .client()
+        .request(http::Method::TRACE, proxy.url("/pub/x"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(trace.status(), 405);
+    assert_eq!(backend.seen().len(), forwarded);
 }
 
 #[tokio::test]
