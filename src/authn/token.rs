@@ -110,11 +110,26 @@ impl std::fmt::Debug for SessionKeys {
     }
 }
 
+/// Why the key ring at `path` does not parse, naming the line but never quoting it: TOML's own
+/// message shows the offending line, which here may be a signing secret, and this message goes
+/// to the log and, on reload, into the hash-chained `config_reload` record.
+fn unreadable_ring(path: &Path, text: &str, error: &toml::de::Error) -> String {
+    let line = error
+        .span()
+        .and_then(|span| text.get(..span.start))
+        .map(|before| before.matches('\n').count() + 1);
+    let at = line.map(|line| format!(":{line}")).unwrap_or_default();
+    format!(
+        "{}{at}: not a valid session key ring (expected [[keys]] entries with a kid and a quoted base64 secret)",
+        path.display()
+    )
+}
+
 impl SessionKeys {
     /// Loads the key ring, creating it with one random 256-bit key on first start.
     pub fn load_or_create(path: &Path) -> Result<SessionKeys, String> {
         let file: KeyFile = match crate::keys::read_secret(path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?,
+            Ok(text) => toml::from_str(&text).map_err(|e| unreadable_ring(path, &text, &e))?,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 let file = KeyFile {
                     keys: vec![new_key()],
@@ -156,7 +171,7 @@ impl SessionKeys {
     pub fn rotate(path: &Path) -> Result<String, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut file: KeyFile =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| unreadable_ring(path, &text, &e))?;
         let entry = new_key();
         let kid = entry.kid.clone();
         file.keys.push(entry);
@@ -236,5 +251,27 @@ fn new_key() -> KeyEntry {
             rand::random::<u16>()
         ),
         secret: STANDARD.encode(secret),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SessionKeys;
+
+    #[test]
+    fn a_malformed_key_ring_is_reported_without_quoting_its_secret() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("session-keys.toml");
+        let secret = "c2VjcmV0LXNpZ25pbmcta2V5LW5vdC1xdW90ZWQtMTIzNDU2Nzg5MA==";
+        std::fs::write(
+            &path,
+            format!("[[keys]]\nkid = \"k1\"\nsecret = {secret}\n"),
+        )
+        .expect("write");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let error = SessionKeys::load_or_create(&path).expect_err("unquoted secret");
+        assert!(!error.contains("c2VjcmV0"), "{error}");
+        assert!(error.contains("session-keys.toml:3:"), "{error}");
     }
 }
