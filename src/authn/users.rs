@@ -220,8 +220,39 @@ impl UserStore {
         self.users.load().values().cloned().collect()
     }
 
+    /// Takes the users file's lock (`.NAME.lock` beside it) for one read-modify-write, held
+    /// until the returned file is dropped. Every writer takes it (the CLI, and the proxy when
+    /// it records a confirmed TOTP), so two changes made at once both land: without it the
+    /// later write put back what it had read, undoing the other (a disabled user enabled
+    /// again, a changed password reverted, a confirmed TOTP unconfirmed, which reopens
+    /// enrollment at sign-in).
+    fn exclusive(&self) -> Result<std::fs::File, UserError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = self
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let lock_path = dir.join(format!(".{name}.lock"));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|err| file_error(&lock_path, err))?;
+        lock.lock().map_err(|err| file_error(&lock_path, err))?;
+        Ok(lock)
+    }
+
     /// Adds a user; fails if the name is taken.
     pub fn add(&self, user: User) -> Result<(), UserError> {
+        let _lock = self.exclusive()?;
         let mut users = self.read()?;
         if users.contains_key(&user.name) {
             return Err(UserError::Exists(user.name));
@@ -236,6 +267,7 @@ impl UserStore {
         name: &str,
         change: impl FnOnce(&mut User),
     ) -> Result<Arc<User>, UserError> {
+        let _lock = self.exclusive()?;
         let mut users = self.read()?;
         let current = users
             .get(name)
@@ -366,6 +398,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writers that each read, change and write the file (several CLI runs, the CLI and the
+    /// proxy) all land: none puts back a file without the others' changes.
+    #[test]
+    fn concurrent_changes_to_the_users_file_all_land() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("users.toml");
+        let key = dir.path().join("users.key");
+        UserStore::open(&path, &key, None).expect("create the key");
+        let writers: Vec<_> = (0..6)
+            .map(|writer| {
+                let (path, key) = (path.clone(), key.clone());
+                std::thread::spawn(move || {
+                    let store = UserStore::open(&path, &key, None).expect("open");
+                    for n in 0..5 {
+                        let user = User {
+                            name: format!("user-{writer}-{n}"),
+                            ..User::default()
+                        };
+                        store.add(user).expect("add");
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().expect("writer");
+        }
+        let store = UserStore::open(&path, &key, None).expect("open");
+        assert_eq!(store.all().len(), 30, "changes were lost");
+    }
 
     #[test]
     fn sealed_secret_opens_only_for_its_own_user_and_file_is_private() {
