@@ -242,6 +242,8 @@ pub struct ProxyConfig {
     pub websocket_idle_timeout: Duration,
     /// Whether ping/pong frames keep a WebSocket (and its session) active.
     pub websocket_pings_are_activity: bool,
+    /// Largest WebSocket message (and frame) relayed, in bytes.
+    pub websocket_max_message: usize,
 }
 
 /// `[response_headers]`, validated; `None` means the header is not added.

@@ -89,6 +89,20 @@ struct Entry {
 pub struct LiveConnections {
     next_id: AtomicU64,
     entries: DashMap<u64, Entry>,
+    /// WebSocket tunnels running (public ones included, which are not registered).
+    tunnels: Arc<AtomicU64>,
+}
+
+/// Counts one running tunnel until dropped. A tunnel keeps its client connection's slot under
+/// `max_connections`, so the shutdown drain, which waits for in-flight requests only, must
+/// know how many of the slots still taken are tunnels (those are cut off afterwards).
+#[derive(Debug)]
+pub struct TunnelCount(Arc<AtomicU64>);
+
+impl Drop for TunnelCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Held by the connection; dropping it unregisters the connection.
@@ -118,6 +132,17 @@ impl Drop for LiveGuard {
 }
 
 impl LiveConnections {
+    /// Counts a WebSocket tunnel for as long as the returned guard lives.
+    pub fn tunnel_opened(&self) -> TunnelCount {
+        self.tunnels.fetch_add(1, Ordering::Relaxed);
+        TunnelCount(Arc::clone(&self.tunnels))
+    }
+
+    /// WebSocket tunnels running now.
+    pub fn open_tunnels(&self) -> usize {
+        usize::try_from(self.tunnels.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+    }
+
     /// Registers a connection opened under a verified session.
     pub fn register(self: &Arc<Self>, opened: Opened) -> LiveGuard {
         self.register_with(opened, Arc::new(AtomicU64::new(crate::state::unix_now())))

@@ -180,6 +180,9 @@ pub async fn forward(
                     route: route.name.to_string(),
                     idle: app.config.proxy.websocket_idle_timeout,
                     pings_are_activity: app.config.proxy.websocket_pings_are_activity,
+                    max_message: app.config.proxy.websocket_max_message,
+                    connection: std::sync::Arc::clone(&ctx.conn),
+                    counted: app.live.tunnel_opened(),
                     live: opened().map(|opened| app.live.register(opened)),
                     completion: ticket.take_completion().map(|mut record| {
                         record.status = Some(StatusCode::SWITCHING_PROTOCOLS.as_u16());

@@ -236,8 +236,18 @@ pub async fn run(mut config: Config, source: Option<PathBuf>) -> Result<(), Serv
     );
     shared.ready.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
-    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
-    match tokio::time::timeout(grace, shared.connections.acquire_many(all)).await {
+    // Drained when every slot is free but those WebSocket tunnels hold: a tunnel keeps its
+    // connection's slot while it runs, and is cut off below rather than waited for.
+    let drained = async {
+        loop {
+            let tunnels = shared.app.load().live.open_tunnels();
+            if shared.connections.available_permits() + tunnels >= max_connections {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    match tokio::time::timeout(grace, drained).await {
         Ok(_) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("drain deadline reached; closing remaining connections"),
     }

@@ -168,6 +168,8 @@ pub struct ProxyFile {
     pub websocket_idle_timeout: Option<HumanDuration>,
     /// Whether WebSocket ping/pong frames count as traffic (default true).
     pub websocket_pings_are_activity: Option<bool>,
+    /// Largest WebSocket message (and frame) relayed (default 1 MiB).
+    pub websocket_max_message: Option<ByteSize>,
 }
 
 /// `[response_headers]`.

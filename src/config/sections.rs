@@ -101,6 +101,9 @@ pub(super) fn proxy(file: &ProxyFile, sink: &mut IssueSink<'_>) -> ProxyConfig {
         pool_idle_timeout: d(file.pool_idle_timeout, 90),
         websocket_idle_timeout: d(file.websocket_idle_timeout, 300),
         websocket_pings_are_activity: file.websocket_pings_are_activity.unwrap_or(true),
+        websocket_max_message: file.websocket_max_message.map_or(1024 * 1024, |size| {
+            usize::try_from(size.0).unwrap_or(usize::MAX)
+        }),
     }
 }
 

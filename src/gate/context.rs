@@ -42,6 +42,9 @@ pub struct ConnInfo {
     pub forwarded_for: Option<HeaderValue>,
     /// Present when the client sent a certificate that verified against `client_ca`.
     pub client_identity: Option<Arc<ClientIdentity>>,
+    /// The connection's slot under `[limits] max_connections`, freed when the last holder of
+    /// this `ConnInfo` is gone: the connection task, and a WebSocket tunnel that outlives it.
+    slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 /// Per-request state carried through the pipeline.
@@ -181,7 +184,14 @@ impl ConnInfo {
             forwarded_for: HeaderValue::from_str(&ip).ok(),
             peer_ip: Text::from(ip),
             client_identity,
+            slot: None,
         }
+    }
+
+    /// The same facts, holding the connection's slot under `[limits] max_connections`.
+    pub fn holding(mut self, slot: tokio::sync::OwnedSemaphorePermit) -> ConnInfo {
+        self.slot = Some(Arc::new(slot));
+        self
     }
 }
 

@@ -10,6 +10,13 @@
 //! `Sec-WebSocket-Extensions`. No other upgrade is tunnelled (`proxy.rs` drops the request's
 //! `Upgrade` unless it asks for WebSocket): bytes Wardgate cannot read would let later
 //! requests on the connection (`h2c` above all) pass routing, policy and audit.
+//!
+//! Whole messages are held while they arrive, so one message (and one frame) may be at most
+//! `[proxy] websocket_max_message`; a larger one closes the socket with 1009 (too big). A side
+//! that stops reading cannot pin a tunnel either: while a message waits to be written, the
+//! session's end and the idle deadline are still watched. The tunnel keeps its client
+//! connection's slot under `[limits] max_connections` while it runs (hyper's connection task
+//! ends at the upgrade).
 
 use std::time::Duration;
 
@@ -24,6 +31,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::audit::open::OpenAccess;
+use crate::gate::context::ConnInfo;
 use crate::live::LiveGuard;
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
@@ -63,6 +71,13 @@ pub struct Tunnel {
     pub idle: Duration,
     /// Whether ping/pong frames count as traffic.
     pub pings_are_activity: bool,
+    /// Largest message (and frame) relayed, in bytes.
+    pub max_message: usize,
+    /// The client connection: holding it keeps the connection's slot under
+    /// `[limits] max_connections` for as long as the tunnel runs.
+    pub connection: std::sync::Arc<ConnInfo>,
+    /// Counts the tunnel as running (for the shutdown drain).
+    pub counted: crate::live::TunnelCount,
     /// Registration against the session (absent on public routes).
     pub live: Option<LiveGuard>,
     /// An audited access's completion (`status` 101), written when the tunnel ends with the
@@ -75,6 +90,7 @@ enum End {
     Closed,
     Idle,
     Revoked(String),
+    TooBig,
     Failed(&'static str),
 }
 
@@ -84,6 +100,7 @@ fn reason(end: &End) -> &str {
         End::Closed => "closed",
         End::Idle => "idle timeout",
         End::Revoked(reason) => reason.as_str(),
+        End::TooBig => "message too big",
         End::Failed(why) => why,
     }
 }
@@ -137,6 +154,13 @@ impl Tunnel {
         }
     }
 
+    /// Why the session behind the tunnel ended, if it has.
+    fn revocation(&self) -> Option<String> {
+        self.live
+            .as_ref()
+            .and_then(|guard| guard.closed.borrow().clone())
+    }
+
     fn active(&self) {
         if let Some(guard) = &self.live {
             guard.active();
@@ -149,7 +173,11 @@ impl Tunnel {
         upstream: Upgraded,
         delivered: &mut u64,
     ) -> End {
-        let config = Some(WebSocketConfig::default());
+        let config = Some(
+            WebSocketConfig::default()
+                .max_message_size(Some(self.max_message))
+                .max_frame_size(Some(self.max_message)),
+        );
         let client =
             WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, config).await;
         let upstream =
@@ -196,8 +224,13 @@ impl Tunnel {
             };
             let message = match message {
                 Some(Ok(message)) => message,
+                Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => break End::TooBig,
                 None | Some(Err(_)) => break End::Failed("connection lost"),
             };
+            // A message that arrived with the session's end is not passed on.
+            if let Some(reason) = self.revocation() {
+                break End::Revoked(reason);
+            }
             if matches!(message, Message::Close(_)) {
                 // Pass the close on and let the other side answer it; then both are done.
                 let end = End::Closed;
@@ -228,11 +261,21 @@ impl Tunnel {
                 deadline = Instant::now() + self.idle;
                 self.active();
             }
-            let sent = if from_client {
-                upstream_tx.send(message).await
-            } else {
+            if !from_client {
                 *delivered += message.len() as u64;
-                client_tx.send(message).await
+            }
+            // A side that stops reading must not hold the tunnel past its session or its
+            // idle deadline: both are watched while the message waits to be written.
+            let sent = tokio::select! {
+                sent = async {
+                    if from_client {
+                        upstream_tx.send(message).await
+                    } else {
+                        client_tx.send(message).await
+                    }
+                } => sent,
+                reason = Self::revoked(&mut self.live) => break End::Revoked(reason),
+                () = sleep_until(deadline) => break End::Idle,
             };
             if sent.is_err() {
                 break End::Failed("write failed");
@@ -241,6 +284,7 @@ impl Tunnel {
         let (client_code, client_reason, upstream_code) = match &end {
             End::Revoked(_) => (CloseCode::Policy, "session ended", CloseCode::Normal),
             End::Idle => (CloseCode::Away, "idle timeout", CloseCode::Away),
+            End::TooBig => (CloseCode::Size, "message too big", CloseCode::Away),
             End::Closed => return end,
             End::Failed(_) => {
                 self.log(&end);

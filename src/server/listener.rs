@@ -78,18 +78,20 @@ pub async fn run(
                 }
             };
             metrics::gauge!("wardgate_open_connections").increment(1.0);
-            serve(stream, peer, shared, shutdown).await;
+            serve(stream, peer, shared, shutdown, permit).await;
             metrics::gauge!("wardgate_open_connections").decrement(1.0);
-            drop(permit);
         });
     }
 }
 
+/// Serves one connection; `slot` (its place under `max_connections`) is held by the
+/// connection's `ConnInfo`, so a WebSocket tunnel that outlives the connection task keeps it.
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) {
     let limits = shared.app.load().config.limits.clone();
     let _ = stream.set_nodelay(true);
@@ -119,7 +121,7 @@ async fn serve(
         .and_then(|chain| chain.first())
         .and_then(|cert| tls::client_identity(cert, trust))
         .map(Arc::new);
-    let conn = Arc::new(ConnInfo::new(peer, client_identity));
+    let conn = Arc::new(ConnInfo::new(peer, client_identity).holding(slot));
     let activity = Arc::new(Activity::new());
     // HTTP/2 has no request heads to wait for between requests; its streams have their own
     // limits. Everything else is HTTP/1 (ALPN `http/1.1`, or none).

@@ -99,3 +99,49 @@ async fn idle_websocket_is_closed_after_the_idle_timeout() {
     assert_eq!(ended, Ok(true), "idle tunnel was not closed");
     assert!(proxy.wait_for_log("idle timeout", Duration::from_secs(2)));
 }
+
+/// A tunnel outlives hyper's connection task, but keeps its connection's slot under
+/// `max_connections`; a message over `websocket_max_message` closes it with 1009, and the slot
+/// is free again once it has ended.
+#[tokio::test]
+async fn a_tunnel_holds_its_connection_slot_and_a_message_too_big_closes_it() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let backend = Backend::start().await;
+    let toml = config(backend.addr, "")
+        .replace("[log]", "[limits]\nmax_connections = 1\n\n[log]")
+        .replace(
+            "[upstreams.b]",
+            "[proxy]\nwebsocket_max_message = \"64KiB\"\n\n[upstreams.b]",
+        );
+    let proxy = Wardgate::start(&toml);
+    let connect = || {
+        crate::support::raw::connect(
+            proxy.public,
+            crate::support::raw::client_config(&proxy.dev_cert(), &[b"http/1.1"]),
+        )
+    };
+    let mut socket = open(&proxy).await;
+    crate::continuous::echo(&mut socket, "vitals: 72 bpm").await;
+    assert!(
+        connect().await.is_err(),
+        "a second connection was accepted while the tunnel held the only slot"
+    );
+
+    socket
+        .send(Message::binary(vec![7u8; 100 * 1024]))
+        .await
+        .expect("send");
+    let (code, _) = crate::continuous::closed(&mut socket, Duration::from_secs(5)).await;
+    assert_eq!(code, CloseCode::Size);
+    assert!(proxy.wait_for_log("message too big", Duration::from_secs(2)));
+    drop(socket);
+    let mut freed = false;
+    for _ in 0..40 {
+        if connect().await.is_ok() {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed, "the slot was not freed when the tunnel ended");
+}
