@@ -217,6 +217,9 @@ pub struct Limits {
     pub max_header_size: usize,
     /// Idle keep-alive deadline.
     pub keepalive_timeout: Duration,
+    /// How long a client may take no more of a response (or of what is left to write when a
+    /// connection closes) before it is disconnected.
+    pub send_timeout: Duration,
     /// HTTP/2 streams per connection.
     pub h2_max_concurrent_streams: u32,
     /// Default body limit.

@@ -142,6 +142,8 @@ pub struct LimitsFile {
     pub max_header_size: Option<ByteSize>,
     /// Idle keep-alive connections are closed after this long.
     pub keepalive_timeout: Option<HumanDuration>,
+    /// A client that takes no more of a response for this long is disconnected.
+    pub send_timeout: Option<HumanDuration>,
     /// HTTP/2 concurrent streams per connection.
     pub h2_max_concurrent_streams: Option<u32>,
     /// Default request body limit for routes without `max_body`.

@@ -60,6 +60,7 @@ pub(super) fn limits(file: &FileConfig) -> Limits {
         body_read_timeout: d(l.body_read_timeout, 30),
         max_header_size: l.max_header_size.map_or(64 * 1024, |s| s.0 as usize),
         keepalive_timeout: d(l.keepalive_timeout, 60),
+        send_timeout: d(l.send_timeout, 60),
         h2_max_concurrent_streams: l.h2_max_concurrent_streams.unwrap_or(100),
         max_body: l.max_body.map_or(10 * 1024 * 1024, |s| s.0),
         shutdown_grace: d(l.shutdown_grace, 30),

@@ -34,6 +34,14 @@ pub struct Activity {
     shutdown_begun: AtomicBool,
     /// Writes to the client so far (HTTP/1): a park that saw hyper write had not found it idle.
     writes: AtomicU64,
+    /// Response bodies hyper has not asked for more since they last gave it data (or since
+    /// they were made): their client has yet to take it. A body waiting on its backend is
+    /// not counted: a quiet stream is not a stalled client.
+    awaiting_client: AtomicUsize,
+    /// How many times hyper has asked a response body for more: while bodies await their
+    /// client, this not moving for `send_timeout` means the client stopped reading (a full
+    /// TCP window, or an HTTP/2 flow-control window it never opens).
+    asked: AtomicU64,
 }
 
 impl Activity {
@@ -48,7 +56,18 @@ impl Activity {
             parking: AtomicBool::new(false),
             shutdown_begun: AtomicBool::new(false),
             writes: AtomicU64::new(0),
+            awaiting_client: AtomicUsize::new(0),
+            asked: AtomicU64::new(0),
         }
+    }
+
+    /// Whether some response is waiting for the client to take more of it, and how often
+    /// hyper has asked response bodies for more so far (see [`StallWatch`]).
+    pub fn sending(&self) -> (bool, u64) {
+        (
+            self.awaiting_client.load(Ordering::Relaxed) > 0,
+            self.asked.load(Ordering::Relaxed),
+        )
     }
 
     fn now_ms(&self) -> u64 {
@@ -143,18 +162,42 @@ impl Drop for InFlight {
 
 /// A response body that keeps its request in flight while it streams: a body still being sent
 /// long after the gate answered keeps the connection busy, neither parked nor closed as idle.
+/// It also tells the connection whether the client is taking the response (see
+/// [`Activity::sending`]).
 pub struct AnsweringBody<B> {
     body: B,
-    _in_flight: InFlight,
+    in_flight: InFlight,
+    /// Gave hyper data (or was just made) and has not been asked for more since.
+    awaiting_client: bool,
 }
 
 impl<B> AnsweringBody<B> {
     /// `body`, keeping `in_flight` until it is dropped.
     pub fn new(body: B, in_flight: InFlight) -> AnsweringBody<B> {
+        in_flight.0.awaiting_client.fetch_add(1, Ordering::Relaxed);
         AnsweringBody {
             body,
-            _in_flight: in_flight,
+            in_flight,
+            awaiting_client: true,
         }
+    }
+
+    fn set_awaiting_client(&mut self, awaiting: bool) {
+        if awaiting != self.awaiting_client {
+            self.awaiting_client = awaiting;
+            let counter = &self.in_flight.0.awaiting_client;
+            if awaiting {
+                counter.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counter.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl<B> Drop for AnsweringBody<B> {
+    fn drop(&mut self) {
+        self.set_awaiting_client(false);
     }
 }
 
@@ -166,7 +209,17 @@ impl<B: http_body::Body + Unpin> http_body::Body for AnsweringBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let asked = &this.in_flight.0.asked;
+        asked.store(
+            asked.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        // Data handed over: hyper asks again once the client has taken it. Pending: the
+        // backend has nothing yet. The end: nothing more to take.
+        this.set_awaiting_client(matches!(polled, Poll::Ready(Some(Ok(_)))));
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -175,6 +228,34 @@ impl<B: http_body::Body + Unpin> http_body::Body for AnsweringBody<B> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// Watches, from the connection's timer, whether its client keeps taking what it is sent.
+pub struct StallWatch {
+    asked: u64,
+    since: tokio::time::Instant,
+}
+
+impl StallWatch {
+    /// Starts watching `activity`.
+    pub fn new(activity: &Activity) -> StallWatch {
+        StallWatch {
+            asked: activity.sending().1,
+            since: tokio::time::Instant::now(),
+        }
+    }
+
+    /// How long a response has waited for the client without hyper asking any response body
+    /// for more (zero when nothing waits for the client, or when hyper asked since the last look).
+    pub fn stalled_for(&mut self, activity: &Activity) -> Duration {
+        let (awaiting, asked) = activity.sending();
+        if !awaiting || asked != self.asked {
+            self.asked = asked;
+            self.since = tokio::time::Instant::now();
+            return Duration::ZERO;
+        }
+        self.since.elapsed()
     }
 }
 

@@ -9,7 +9,8 @@
 //! size cap and HTTP/2 stream limits. One timer per connection, set for when it would have
 //! been idle long enough (and set again whenever it turns out to have been busy), parks idle
 //! HTTP/1 connections after a second (`park.rs`) and closes keep-alive connections idle for
-//! `keepalive_timeout`; the shutdown signal starts a graceful close. A busy connection's timer
+//! `keepalive_timeout`; the shutdown signal starts a graceful close. The same timer
+//! disconnects a client that takes nothing more of a response for `send_timeout`. A busy connection's timer
 //! fires about once a second; a parked one waits on its socket and wakes again only at
 //! `keepalive_timeout`: 10,000 idle connections cost no steady wake-ups.
 
@@ -28,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use super::activity::{Activity, AnsweringBody, Http1Stream};
+use super::activity::{Activity, AnsweringBody, Http1Stream, StallWatch};
 use super::park::serve_http1;
 use super::workers::Workers;
 use super::{tls, Shared};
@@ -155,12 +156,16 @@ async fn serve(
         let mut connection = Box::pin(connection);
         let graceful = |c: Pin<&mut _>| http2::Connection::graceful_shutdown(c);
         let mut shutdown = shutdown;
+        let clocks = Clocks {
+            keepalive,
+            park_after: None,
+            send_timeout: limits.send_timeout,
+        };
         drive(
             connection.as_mut(),
             graceful,
             &activity,
-            keepalive,
-            None,
+            clocks,
             &mut shutdown,
             peer,
         )
@@ -169,7 +174,12 @@ async fn serve(
         let limit = limits.header_read_timeout;
         let io = TokioIo::new(Http1Stream::new(tls_stream, Arc::clone(&activity), limit));
         let builder = http1_builder(&limits);
-        serve_http1(io, service, builder, &activity, keepalive, shutdown, peer).await;
+        let clocks = Clocks {
+            keepalive,
+            park_after: Some(super::park::PARK_AFTER),
+            send_timeout: limits.send_timeout,
+        };
+        serve_http1(io, service, builder, &activity, clocks, shutdown, peer).await;
     }
 }
 
@@ -185,16 +195,30 @@ pub(super) enum Ended {
     Finished,
 }
 
+/// The deadlines [`drive`] keeps for a connection.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Clocks {
+    /// Idle this long between requests: closed.
+    pub keepalive: Duration,
+    /// Idle this long: parked, if hyper can let go of it at once (HTTP/1 only).
+    pub park_after: Option<Duration>,
+    /// The client takes nothing more of a response for this long, or has not let a closing
+    /// connection finish writing in this long: disconnected.
+    pub send_timeout: Duration,
+}
+
 /// Runs `connection` to its end: closed by the client, gracefully at shutdown, or gracefully
 /// once it has been idle for `keepalive` (`graceful_shutdown` asks it to finish what is in
 /// flight and close). With `park_after`, a connection idle that long is parked instead, if
-/// hyper can let go of it at once (`park.rs`).
+/// hyper can let go of it at once (`park.rs`). A client that stops taking a response (or the
+/// rest of what a closing connection has to write) for `send_timeout` is disconnected: without
+/// this, a client that never reads, or never opens its HTTP/2 flow-control window, would hold
+/// its connection and its slot under `max_connections` for ever.
 pub(super) async fn drive<C, G>(
     mut connection: Pin<&mut C>,
     graceful_shutdown: G,
     activity: &Activity,
-    keepalive: Duration,
-    park_after: Option<Duration>,
+    clocks: Clocks,
     shutdown: &mut watch::Receiver<bool>,
     peer: SocketAddr,
 ) -> Ended
@@ -202,10 +226,18 @@ where
     C: Future<Output = hyper::Result<()>>,
     G: Fn(Pin<&mut C>),
 {
+    let Clocks {
+        keepalive,
+        park_after,
+        send_timeout,
+    } = clocks;
+    // Checks come at least this often, so a stall is seen within half a `send_timeout` more.
+    let stall_check = (send_timeout / 2).max(Duration::from_millis(100));
     let first_check = park_after.map_or(keepalive, |park| park.min(keepalive));
-    let idle_deadline = tokio::time::sleep(first_check);
+    let idle_deadline = tokio::time::sleep(first_check.min(stall_check));
     tokio::pin!(idle_deadline);
-    let mut closing = false;
+    let mut closing: Option<tokio::time::Instant> = None;
+    let mut stall = StallWatch::new(activity);
     let begun_before = activity.begun();
     loop {
         tokio::select! {
@@ -215,16 +247,30 @@ where
                 }
                 return Ended::Closed;
             }
-            _ = shutdown.changed(), if !closing => {
+            _ = shutdown.changed(), if closing.is_none() => {
                 graceful_shutdown(connection.as_mut());
-                closing = true;
+                closing = Some(tokio::time::Instant::now());
+                idle_deadline.as_mut().reset(tokio::time::Instant::now() + send_timeout);
             }
-            _ = &mut idle_deadline, if !closing => {
+            _ = &mut idle_deadline => {
+                if let Some(since) = closing {
+                    if since.elapsed() >= send_timeout {
+                        tracing::warn!(%peer, "client took nothing more for send_timeout while the connection closed; disconnected");
+                        return Ended::Closed;
+                    }
+                    idle_deadline.as_mut().reset(since + send_timeout);
+                    continue;
+                }
+                if stall.stalled_for(activity) >= send_timeout {
+                    tracing::warn!(%peer, "client took nothing more of a response for send_timeout; disconnected");
+                    return Ended::Closed;
+                }
                 let idle = activity.idle_for();
                 if idle >= keepalive {
                     tracing::debug!(%peer, "closing idle keep-alive connection");
                     graceful_shutdown(connection.as_mut());
-                    closing = true;
+                    closing = Some(tokio::time::Instant::now());
+                    idle_deadline.as_mut().reset(tokio::time::Instant::now() + send_timeout);
                 } else if park_after.is_some_and(|park| idle >= park) && activity.may_park(begun_before) {
                     activity.set_parking(true);
                     graceful_shutdown(connection.as_mut());
@@ -247,7 +293,10 @@ where
                             tracing::debug!(%peer, error = %err, "connection ended with error");
                             return Ended::Closed;
                         }
-                        Poll::Pending => closing = true,
+                        Poll::Pending => {
+                            closing = Some(tokio::time::Instant::now());
+                            idle_deadline.as_mut().reset(tokio::time::Instant::now() + send_timeout);
+                        }
                     }
                 } else {
                     // Busy meanwhile, or not yet parkable: check again when it could first
@@ -257,6 +306,7 @@ where
                         Some(park) => park.min(keepalive - idle),
                         None => keepalive - idle,
                     };
+                    let wait = if activity.sending().0 { wait.min(stall_check) } else { wait };
                     idle_deadline.as_mut().reset(tokio::time::Instant::now() + wait);
                 }
             }

@@ -37,7 +37,7 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 
 use super::activity::{Activity, AnsweringBody, Http1Stream};
-use super::listener::{drive, Ended};
+use super::listener::{drive, Clocks, Ended};
 
 /// How long an HTTP/1 connection must have been idle (after at least one request) before it
 /// is parked. Short enough that idle browser tabs and pooled API clients release their
@@ -50,12 +50,12 @@ type ClientIo = TokioIo<Http1Stream<Box<TlsStream<TcpStream>>>>;
 
 /// Serves an HTTP/1 connection until it closes, parking it whenever it has been idle for
 /// [`PARK_AFTER`].
-pub async fn serve_http1<S>(
+pub(super) async fn serve_http1<S>(
     io: ClientIo,
     service: S,
     builder: http1::Builder,
     activity: &Activity,
-    keepalive: Duration,
+    clocks: Clocks,
     mut shutdown: watch::Receiver<bool>,
     peer: std::net::SocketAddr,
 ) where
@@ -80,8 +80,7 @@ pub async fn serve_http1<S>(
             connection.as_mut(),
             graceful,
             activity,
-            keepalive,
-            Some(PARK_AFTER),
+            clocks,
             &mut shutdown,
             peer,
         )
@@ -107,7 +106,7 @@ pub async fn serve_http1<S>(
         let nothing_pending = unread.is_empty() && tls.wants_read();
         let woke = if nothing_pending {
             let _parked = ParkedGauge::count();
-            wait_for_client(tcp, activity, keepalive, &mut shutdown).await
+            wait_for_client(tcp, activity, clocks.keepalive, &mut shutdown).await
         } else {
             true // part of the next request had arrived: serve it at once
         };

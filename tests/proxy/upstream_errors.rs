@@ -196,3 +196,67 @@ async fn connections_over_the_cap_are_closed_at_accept() {
         200
     );
 }
+
+/// A client that stops reading a response is disconnected after `send_timeout` instead of
+/// holding its connection (and its slot under `max_connections`) for ever.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_after_send_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::start().await;
+    let toml = config(backend.addr, "").replace(
+        "[log]",
+        "[limits]\nsend_timeout = \"2s\"\nmax_connections = 1\n\n[log]",
+    );
+    let proxy = Wardgate::start(&toml);
+    let ca = proxy.dev_cert();
+    let mut stalled = crate::support::raw::connect(
+        proxy.public,
+        crate::support::raw::client_config(&ca, &[b"http/1.1"]),
+    )
+    .await
+    .expect("tls");
+    // 256 MiB that the client never reads: the socket buffers fill and hyper stops asking.
+    stalled
+        .write_all(b"GET /pub/stream?bytes=268435456 HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .expect("request");
+    // Waited for without blocking this runtime, which also runs the backend.
+    let mut disconnected = false;
+    for _ in 0..150 {
+        if proxy.logs().contains("took nothing more of a response") {
+            disconnected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(disconnected, "{}", proxy.logs());
+    // The connection was closed: reading what was buffered ends well short of the body.
+    let mut received = 0usize;
+    let mut buffer = vec![0u8; 1 << 16];
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stalled.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the stalled connection was not closed");
+    assert!(received < 268_435_456, "{received} bytes");
+    // Its slot is free again.
+    let mut fresh = None;
+    for _ in 0..40 {
+        if let Ok(stream) = crate::support::raw::connect(
+            proxy.public,
+            crate::support::raw::client_config(&ca, &[b"http/1.1"]),
+        )
+        .await
+        {
+            fresh = Some(stream);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(fresh.is_some(), "the slot was not freed");
+}
