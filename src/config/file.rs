@@ -122,8 +122,8 @@ pub struct DataFile {
 pub struct LogFile {
     /// `text` or `json`.
     pub format: Option<Spanned<String>>,
-    /// A tracing filter such as `info` or `wardgate=debug`.
-    pub level: Option<String>,
+    /// A tracing filter such as `info` or `info,wardgate=debug`.
+    pub level: Option<Spanned<String>>,
 }
 
 /// `[limits]`.
@@ -131,19 +131,19 @@ pub struct LogFile {
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
     /// Concurrent client connections.
-    pub max_connections: Option<usize>,
+    pub max_connections: Option<Spanned<usize>>,
     /// Time allowed for the TLS handshake.
-    pub handshake_timeout: Option<HumanDuration>,
+    pub handshake_timeout: Option<Spanned<HumanDuration>>,
     /// Time allowed to send a complete request head (slowloris defence).
-    pub header_read_timeout: Option<HumanDuration>,
+    pub header_read_timeout: Option<Spanned<HumanDuration>>,
     /// Longest pause between two pieces of a request body (slow-body defence).
-    pub body_read_timeout: Option<HumanDuration>,
+    pub body_read_timeout: Option<Spanned<HumanDuration>>,
     /// Largest accepted request head.
     pub max_header_size: Option<ByteSize>,
     /// Idle keep-alive connections are closed after this long.
-    pub keepalive_timeout: Option<HumanDuration>,
+    pub keepalive_timeout: Option<Spanned<HumanDuration>>,
     /// A client that takes no more of a response for this long is disconnected.
-    pub send_timeout: Option<HumanDuration>,
+    pub send_timeout: Option<Spanned<HumanDuration>>,
     /// HTTP/2 concurrent streams per connection.
     pub h2_max_concurrent_streams: Option<u32>,
     /// Default request body limit for routes without `max_body`.

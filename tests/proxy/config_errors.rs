@@ -256,3 +256,24 @@ fn a_bad_redis_url_never_echoes_its_password() {
         "{err}"
     );
 }
+
+/// Values that parse but would silently disable something: a log level typo (read as a target
+/// name, it turned all logging off), no connections allowed, deadlines of zero.
+#[test]
+fn values_that_would_disable_the_proxy_are_errors() {
+    let (code, _, err, path, _dir) = check(&format!(
+        "[log]\nlevel = \"inof\"\n\n[limits]\nmax_connections = 0\nsend_timeout = \"0s\"\n{VALID}"
+    ));
+    assert_eq!(code, 2, "{err}");
+    let file = path.display();
+    for expected in [
+        format!("{file}:2: log.level: `inof` is not a log level"),
+        format!("{file}:5: limits.max_connections: must be at least 1"),
+        format!("{file}:6: limits.send_timeout: must be longer than 0s"),
+    ] {
+        assert!(err.contains(&expected), "missing {expected}\n{err}");
+    }
+    let (code, _, err, _, _dir) =
+        check(&format!("[log]\nlevel = \"warn,wardgate=debug\"\n{VALID}"));
+    assert_eq!(code, 0, "a filter with targets is valid: {err}");
+}
