@@ -121,7 +121,7 @@ pub struct AuthConfig {
 }
 
 /// `[audit]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuditConfig {
     /// Directory of `*.jsonl` files.
     pub dir: PathBuf,
@@ -193,7 +193,7 @@ pub enum LogFormat {
 }
 
 /// `[log]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// Output format.
     pub format: LogFormat,

@@ -305,10 +305,28 @@ fn reload(shared: &Shared, path: &std::path::Path) {
             tracing::warn!("limits.serve_threads changed: it takes effect after a restart");
         }
         let (tls, client_trust) = tls::server_config(&config).map_err(|err| err.to_string())?;
-        if config.audit.dir != current.config.audit.dir
-            || config.audit.signing_key != current.config.audit.signing_key
-        {
-            tracing::warn!("audit directory and signing key changes take effect after a restart");
+        // Read once at start by the audit writer, the telemetry, the connection cap and the
+        // shutdown: a change would otherwise look applied and not be (a changed
+        // `checkpoint_every` also makes `audit verify --config` see the old spacing as tampering).
+        let restart_only = [
+            ("[audit]", config.audit != current.config.audit),
+            ("[detect]", config.detect != current.config.detect),
+            ("[detect] webhook", config.webhook != current.config.webhook),
+            ("[log]", config.log != current.config.log),
+            (
+                "limits.max_connections",
+                config.limits.max_connections != current.config.limits.max_connections,
+            ),
+            (
+                "limits.shutdown_grace",
+                config.limits.shutdown_grace != current.config.limits.shutdown_grace,
+            ),
+        ];
+        for (section, _) in restart_only.iter().filter(|(_, changed)| *changed) {
+            tracing::warn!(
+                section,
+                "changed: takes effect after a restart (the running settings stay)"
+            );
         }
         let app = App::build(
             config,

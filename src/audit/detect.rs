@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use super::record::{AuditRecord, Text};
 
 /// `[detect]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DetectConfig {
     /// Failed logins of one account within `window` that raise an alert.
     pub failed_logins_per_account: usize,

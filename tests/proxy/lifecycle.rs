@@ -28,9 +28,19 @@ async fn reload_applies_a_good_config_and_refuses_a_bad_one() {
         404
     );
 
-    proxy.rewrite_config(&config(backend.addr, NEW_ROUTE));
+    // The new route applies; a setting read only at start is reported as waiting for a restart.
+    proxy.rewrite_config(
+        &config(backend.addr, NEW_ROUTE)
+            .replace("[log]", "[limits]\nshutdown_grace = \"7s\"\n\n[log]"),
+    );
     proxy.signal("HUP");
     assert!(proxy.wait_for_log("configuration reloaded", Duration::from_secs(5)));
+    assert!(
+        proxy.logs().contains("section=\"limits.shutdown_grace\"")
+            && proxy.logs().contains("takes effect after a restart"),
+        "{}",
+        proxy.logs()
+    );
     assert_eq!(
         client
             .get(proxy.url("/added"))
