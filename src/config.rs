@@ -21,6 +21,7 @@ use crate::gate::route::{HostPattern, PathPattern};
 pub mod error;
 pub mod file;
 pub mod oidc;
+mod process;
 mod rules;
 mod sections;
 pub mod state;

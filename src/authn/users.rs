@@ -129,7 +129,7 @@ impl UserStore {
         key_file: &Path,
         key_env: Option<&str>,
     ) -> Result<UserStore, UserError> {
-        let key = load_key(key_file, key_env)?;
+        let key = load_key(key_file, key_env, || holds_sealed_secrets(path))?;
         let store = UserStore {
             path: path.to_path_buf(),
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
@@ -334,7 +334,28 @@ impl UserStore {
     }
 }
 
-fn load_key(key_file: &Path, key_env: Option<&str>) -> Result<Vec<u8>, UserError> {
+/// Whether the users file at `path` holds a sealed TOTP secret (or cannot be read to tell: then
+/// it is assumed to, so no new key is made over secrets sealed with the old one).
+fn holds_sealed_secrets(path: &Path) -> bool {
+    match std::fs::read_to_string(path) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => false,
+        Err(_) => true,
+        Ok(text) => toml::from_str::<UsersFile>(&text).map_or(true, |file| {
+            file.users.iter().any(|u| u.totp_secret.is_some())
+        }),
+    }
+}
+
+/// The key sealing TOTP secrets: from `key_env` when that variable is set, else `key_file`.
+/// A new random key is made only on a first start: never when `key_env` names the key's
+/// source (a shell or unit that lost the variable would otherwise seal with a stray key), and
+/// never when users already hold secrets sealed with a key that has gone missing (every one of
+/// them would fail to sign in).
+fn load_key(
+    key_file: &Path,
+    key_env: Option<&str>,
+    sealed_secrets_exist: impl FnOnce() -> bool,
+) -> Result<Vec<u8>, UserError> {
     let decode = |text: &str, origin: &Path| -> Result<Vec<u8>, UserError> {
         STANDARD
             .decode(text.trim())
@@ -351,6 +372,18 @@ fn load_key(key_file: &Path, key_env: Option<&str>) -> Result<Vec<u8>, UserError
     match crate::keys::read_secret(key_file) {
         Ok(text) => decode(&text, key_file),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(var) = key_env {
+                return Err(file_error(
+                    key_file,
+                    format!("no such file, and the environment variable `{var}` (users.key_env) is not set: set it (as the proxy's service does) or restore the key file"),
+                ));
+            }
+            if sealed_secrets_exist() {
+                return Err(file_error(
+                    key_file,
+                    "no such file, but the users file holds TOTP secrets sealed with it: restore it from its backup (a new key cannot open them)",
+                ));
+            }
             let mut key = vec![0u8; 32];
             rand::thread_rng().fill_bytes(&mut key);
             if let Some(dir) = key_file.parent() {
@@ -396,78 +429,4 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Writers that each read, change and write the file (several CLI runs, the CLI and the
-    /// proxy) all land: none puts back a file without the others' changes.
-    #[test]
-    fn concurrent_changes_to_the_users_file_all_land() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("users.toml");
-        let key = dir.path().join("users.key");
-        UserStore::open(&path, &key, None).expect("create the key");
-        let writers: Vec<_> = (0..6)
-            .map(|writer| {
-                let (path, key) = (path.clone(), key.clone());
-                std::thread::spawn(move || {
-                    let store = UserStore::open(&path, &key, None).expect("open");
-                    for n in 0..5 {
-                        let user = User {
-                            name: format!("user-{writer}-{n}"),
-                            ..User::default()
-                        };
-                        store.add(user).expect("add");
-                    }
-                })
-            })
-            .collect();
-        for writer in writers {
-            writer.join().expect("writer");
-        }
-        let store = UserStore::open(&path, &key, None).expect("open");
-        assert_eq!(store.all().len(), 30, "changes were lost");
-    }
-
-    #[test]
-    fn sealed_secret_opens_only_for_its_own_user_and_file_is_private() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = UserStore::open(
-            &dir.path().join("users.toml"),
-            &dir.path().join("users.key"),
-            None,
-        )
-        .expect("open");
-        let sealed = store.seal("alice", b"0123456789abcdefghij");
-        let alice = User {
-            name: "alice".into(),
-            totp_secret: Some(sealed.clone()),
-            ..User::default()
-        };
-        store.add(alice.clone()).expect("add");
-        assert_eq!(
-            store.totp_secret(&alice).expect("open").as_deref(),
-            Some(&b"0123456789abcdefghij"[..])
-        );
-        let mallory = User {
-            name: "mallory".into(),
-            totp_secret: Some(sealed),
-            ..User::default()
-        };
-        assert!(store.totp_secret(&mallory).is_err());
-        let text = std::fs::read_to_string(dir.path().join("users.toml")).expect("read");
-        assert!(!text.contains("0123456789abcdefghij"));
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("users.toml"))
-            .expect("meta")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        assert!(store
-            .add(User {
-                name: "alice".into(),
-                ..User::default()
-            })
-            .is_err());
-    }
-}
+mod tests;

@@ -43,8 +43,8 @@ pub(super) fn validate(
         .map(|f| secret_file(f, "admin.token_file", &mut sink, &resolve));
     let state = super::state::state(&file.state, &mut sink, &resolve);
     let oidc_providers = super::oidc::providers(&file.oidc, &mut sink, &resolve);
-    let log = super::sections::log(&file, &mut sink);
-    let limits = super::sections::limits(&file, &mut sink);
+    let log = super::process::log(&file, &mut sink);
+    let limits = super::process::limits(&file, &mut sink);
     let proxy = super::sections::proxy(&file.proxy, &mut sink);
     let response_headers =
         super::sections::response_headers(&file.response_headers, text, &mut sink);
