@@ -21,6 +21,10 @@ pub struct Report {
     pub records: u64,
     /// Checkpoints whose signature verified.
     pub checkpoints: u64,
+    /// Records after the last checkpoint: covered by the hash chain only, which anyone can
+    /// recompute after an edit. A running writer has some; a trail closed by a stop has none
+    /// (it ends with a checkpoint), so a closed trail with some was cut or edited after it.
+    pub unsigned_tail: u64,
 }
 
 /// The first broken place.
@@ -69,6 +73,7 @@ pub fn verify(files: &[PathBuf], checkpoints: Option<Checkpoints<'_>>) -> Result
         files: 0,
         records: 0,
         checkpoints: 0,
+        unsigned_tail: 0,
     };
     let mut position = Position {
         expected_seq: 1,
@@ -80,6 +85,7 @@ pub fn verify(files: &[PathBuf], checkpoints: Option<Checkpoints<'_>>) -> Result
         report.files += 1;
         verify_file(file, checkpoints, &mut position, &mut report)?;
     }
+    report.unsigned_tail = position.since_checkpoint;
     Ok(report)
 }
 

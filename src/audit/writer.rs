@@ -232,6 +232,11 @@ fn commit(
         checkpoint.signature = Some(key.sign(*seq + 1, prev));
         append(buffer, &mut checkpoint, seq, prev, &settings.replica)
     };
+    // The trail closes with a signed checkpoint after `audit_stop`: between two runs, no record
+    // is covered by the hash chain alone (which anyone can recompute after an edit).
+    let closing = pending
+        .iter()
+        .any(|(record, _)| record.event == "audit_stop");
     for (record, _) in pending.iter_mut() {
         // A checkpoint still owed (a crash tore off the one that followed the last record)
         // comes first, so no run of records is ever longer than `checkpoint_every`.
@@ -245,6 +250,10 @@ fn commit(
             checkpoint(&mut buffer, &mut seq, &mut prev)?;
             since = 0;
         }
+    }
+    if closing && since > 0 {
+        checkpoint(&mut buffer, &mut seq, &mut prev)?;
+        since = 0;
     }
     chain.append(&buffer, seq, prev, sync)?;
     chain.since_checkpoint = since;

@@ -205,6 +205,7 @@ pub(super) fn run(command: AuditCommand) -> Result<(), CliError> {
                 files: 0,
                 records: 0,
                 checkpoints: 0,
+                unsigned_tail: 0,
             };
             let chain_count = chains.len();
             let outcome = chains.iter().try_for_each(|chain| {
@@ -212,12 +213,22 @@ pub(super) fn run(command: AuditCommand) -> Result<(), CliError> {
                 total.files += report.files;
                 total.records += report.records;
                 total.checkpoints += report.checkpoints;
+                total.unsigned_tail += report.unsigned_tail;
                 Ok::<(), verify::Broken>(())
             });
             match outcome.map(|()| total) {
                 Ok(report) => {
                     let signatures = if key.is_some() {
-                        format!("{} checkpoint signatures verified", report.checkpoints)
+                        let tail = match report.unsigned_tail {
+                            0 => String::new(),
+                            records => format!(
+                                "; the last {records} records follow the last checkpoint, so only the hash chain covers them (normal while Wardgate writes this trail; a stop closes it with a checkpoint)"
+                            ),
+                        };
+                        format!(
+                            "{} checkpoint signatures verified{tail}",
+                            report.checkpoints
+                        )
                     } else {
                         "checkpoint signatures not checked (pass --config)".to_string()
                     };

@@ -280,6 +280,7 @@ fn an_alert_raised_by_the_last_batch_is_written_before_audit_stop() {
     let dir = tempfile::tempdir().expect("dir");
     let settings = settings(dir.path(), 1000);
     let key = CheckpointKey::load_or_create(&dir.path().join("signing.key")).expect("key");
+    let public_key = key.public();
     let jobs = Arc::new(crate::audit::queue::JobQueue::new(16));
     for _ in 0..3 {
         let mut failed = AuditRecord::new("login_failed");
@@ -314,6 +315,14 @@ fn an_alert_raised_by_the_last_batch_is_written_before_audit_stop() {
         .filter(|path| path.extension().is_some_and(|ext| ext == "jsonl"))
         .collect();
     assert_eq!(files.len(), 1);
+    // The stop closes the trail with a signed checkpoint: no record is left covered by the
+    // hash chain alone.
+    let checks = crate::audit::verify::Checkpoints {
+        public_key: &public_key,
+        every: 1000,
+    };
+    let report = crate::audit::verify::verify(&files, Some(checks)).expect("intact");
+    assert_eq!((report.checkpoints, report.unsigned_tail), (1, 0));
     let events = events_in(&files.remove(0));
     assert_eq!(
         events,
@@ -323,7 +332,8 @@ fn an_alert_raised_by_the_last_batch_is_written_before_audit_stop() {
             "login_failed",
             "login_failed",
             "alert",
-            "audit_stop"
+            "audit_stop",
+            "checkpoint"
         ]
     );
 }
