@@ -46,7 +46,7 @@ pub enum PathError {
     AboveRoot,
     /// Spelled with other letter case or a trailing slash, the path reaches another route
     /// (`route/variants.rs`): a backend that ignores the difference would serve that one.
-    #[error("another route matches this path if letter case or a trailing slash is ignored")]
+    #[error("another route matches this path if letter case, a trailing slash or the dots and spaces ending a segment are ignored")]
     RouteVariant,
 }
 

@@ -92,7 +92,14 @@ async fn case_and_slash_variants_of_another_route_are_400() {
     let catch_all = "\n[[routes]]\nname = \"site\"\npath = \"/**\"\nupstream = \"b\"\npublic = true\n\n[[routes]]\nname = \"account\"\npath = \"/account\"\nupstream = \"b\"\nallow = [{ authenticated = true }]\n";
     let proxy = Wardgate::start(&config(backend.addr, catch_all));
     let ca = proxy.dev_cert();
-    for sent in ["/Private/x", "/PATIENTS/7/records", "/account/", "/Account"] {
+    for sent in [
+        "/Private/x",
+        "/PATIENTS/7/records",
+        "/account/",
+        "/Account",
+        "/account.",
+        "/private.%20/x",
+    ] {
         let response = raw::send(proxy.public, &ca, &raw::get(sent)).await;
         assert_eq!(raw::status(&response), 400, "{sent}: {response}");
     }
@@ -103,9 +110,9 @@ async fn case_and_slash_variants_of_another_route_are_400() {
     );
     // The body is the fixed error JSON; the log line says why.
     assert!(
-        proxy
-            .logs()
-            .contains("if letter case or a trailing slash is ignored"),
+        proxy.logs().contains(
+            "if letter case, a trailing slash or the dots and spaces ending a segment are ignored"
+        ),
         "{}",
         proxy.logs()
     );

@@ -1,9 +1,11 @@
-//! Spelling variants of a path: the same path with other letter case, or with or without a
-//! trailing slash. Wardgate matches routes exactly, but many backends do not (IIS and ASP.NET
-//! ignore case; most frameworks treat `/a/` as `/a`). So `/Admin/users` could reach a
-//! permissive catch-all in Wardgate and the `/admin/**` handler in the backend. A request
-//! whose variant would reach a different route is ambiguous and refused (400), and two routes
-//! that differ only that way are a config error.
+//! Spelling variants of a path: the same path with other letter case, with or without a
+//! trailing slash, or with dots and spaces at the end of a segment. Wardgate matches routes
+//! exactly, but many backends do not (IIS and ASP.NET ignore case, and Windows drops a name's
+//! trailing dots and spaces; most frameworks treat `/a/` as `/a`). So `/Admin/users` or
+//! `/admin./users` could reach a permissive catch-all in Wardgate and the `/admin/**` handler
+//! in the backend. A request whose variant would reach a different route is ambiguous and
+//! refused (400), and two routes that differ only in case or a trailing slash are a config
+//! error.
 
 use std::sync::Arc;
 
@@ -45,21 +47,39 @@ impl PathPattern {
             })
     }
 
-    /// Matches a canonical path ignoring letter case and a trailing slash, capturing
-    /// parameters into `params`.
+    /// Matches a canonical path ignoring letter case, a trailing slash and the dots and
+    /// spaces that end a segment, capturing parameters into `params`.
     fn matches_loosely(&self, path: &str, params: &mut Vec<(Text, Text)>) -> bool {
         let path = if path.len() > 1 {
             path.strip_suffix('/').unwrap_or(path)
         } else {
             path
         };
-        super::match_segments(
-            self.loose_segments(),
-            path,
-            params,
-            str::eq_ignore_ascii_case,
-        )
+        super::match_segments(self.loose_segments(), path, params, |literal, part| {
+            literal.eq_ignore_ascii_case(windows_trimmed(part))
+        })
     }
+}
+
+/// A path segment as Windows names it: without the dots and spaces (`%20` in a canonical
+/// path) that end it.
+fn windows_trimmed(segment: &str) -> &str {
+    let mut trimmed = segment;
+    loop {
+        let shorter = trimmed
+            .strip_suffix('.')
+            .or_else(|| trimmed.strip_suffix("%20"));
+        match shorter {
+            Some(shorter) => trimmed = shorter,
+            None => return trimmed,
+        }
+    }
+}
+
+/// Whether some segment of `path` ends with a dot or a space.
+fn has_windows_trimmable_segment(path: &str) -> bool {
+    path.split('/')
+        .any(|segment| segment.ends_with('.') || segment.ends_with("%20"))
 }
 
 impl RouteTable {
@@ -75,7 +95,8 @@ impl RouteTable {
         matched: &RouteMatch,
     ) -> Option<RouteMatch> {
         let plain = !path.bytes().any(|b| b.is_ascii_uppercase())
-            && (path.len() == 1 || !path.ends_with('/'));
+            && (path.len() == 1 || !path.ends_with('/'))
+            && !has_windows_trimmable_segment(path);
         if plain && !self.variant_spellings {
             return None;
         }
@@ -148,6 +169,11 @@ mod tests {
             ("/login/", "login"),
             ("/LOGIN", "login"),
             ("/patients/ME/records", "me"),
+            // Windows drops the dots and spaces that end a name.
+            ("/admin./users", "admin"),
+            ("/admin%20/users", "admin"),
+            ("/Admin.%20./users", "admin"),
+            ("/login.", "login"),
         ] {
             assert_eq!(refused(&table, path).as_deref(), Some(other), "{path}");
         }
@@ -158,6 +184,8 @@ mod tests {
             "/Other/Path/",
             "/",
             "/login",
+            "/readme.",
+            "/admin/users.",
         ] {
             assert_eq!(refused(&table, fine), None, "{fine}");
         }
