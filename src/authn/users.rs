@@ -421,10 +421,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temp, path)?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| {
+            drop(file);
+            std::fs::rename(&temp, path)
+        });
+    if let Err(err) = written {
+        // A full disk must not leave a half-written secret behind under another name.
+        let _ = std::fs::remove_file(&temp);
+        return Err(err);
+    }
     std::fs::File::open(dir)?.sync_all()
 }
 

@@ -20,7 +20,29 @@ pub(super) fn reachable(mut addr: SocketAddr) -> SocketAddr {
     addr
 }
 
+/// How long a session command waits for the admin listener (a proxy that hangs must not hang
+/// the operator's shell or script).
+const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Sends one request to the admin listener; its answer's body, or an error naming the listener.
 pub(super) async fn call(
+    addr: SocketAddr,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+) -> Result<String, CliError> {
+    tokio::time::timeout(ADMIN_TIMEOUT, exchange(addr, token, method, path, body))
+        .await
+        .unwrap_or_else(|_| {
+            Err(CliError::Runtime(format!(
+                "admin listener {addr}: no answer within {}s",
+                ADMIN_TIMEOUT.as_secs()
+            )))
+        })
+}
+
+async fn exchange(
     addr: SocketAddr,
     token: Option<&str>,
     method: Method,
