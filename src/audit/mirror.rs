@@ -7,7 +7,7 @@
 //! and logged.
 
 use std::io::Write;
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::time::{Duration, Instant};
 
@@ -52,8 +52,12 @@ pub fn start(target: MirrorTarget, replica: String) -> SyncSender<Vec<u8>> {
                         }
                         MirrorTarget::Syslog(addr) => {
                             if connection.is_none() && Instant::now() >= retry_after {
-                                connection = addr.parse().ok().and_then(|a| {
-                                    TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok()
+                                // A host name is resolved at every connection attempt (a
+                                // SIEM's address may move); each address is tried in turn.
+                                connection = addr.as_str().to_socket_addrs().ok().and_then(|all| {
+                                    all.into_iter().find_map(|a| {
+                                        TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok()
+                                    })
                                 });
                                 if connection.is_none() {
                                     retry_after = Instant::now() + Duration::from_secs(5);

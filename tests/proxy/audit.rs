@@ -890,9 +890,11 @@ async fn records_are_mirrored_to_syslog_and_files_rotate_by_age() {
     let collector = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("collector");
-    let collector_addr = collector.local_addr().expect("addr");
-    let extra =
-        format!("\n[audit]\nmirror = \"syslog+tcp://{collector_addr}\"\nrotate_every = \"1s\"\n");
+    let collector_port = collector.local_addr().expect("addr").port();
+    // A host name, as a SIEM is usually configured (resolved by the mirror at each connect).
+    let extra = format!(
+        "\n[audit]\nmirror = \"syslog+tcp://localhost:{collector_port}\"\nrotate_every = \"1s\"\n"
+    );
     let mut proxy = Wardgate::start(&config(backend.addr, &extra));
     let client = proxy.client();
     let first = client
