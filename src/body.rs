@@ -23,12 +23,18 @@ pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
-/// A request body that fails with [`BodyIdle`] when the client pauses longer than `limit`
-/// between two frames: a slow-body (slowloris) client cannot hold a connection to the backend.
-pub struct IdleTimeout {
-    inner: Body,
+/// A body that fails when its sender pauses longer than `limit` between two frames: a
+/// slow-body (slowloris) client cannot hold a connection to the backend, and a backend that
+/// hangs in the middle of a response cannot hold the client's. Only the sender's pauses count:
+/// the clock runs while the body has nothing to give, not while its reader is not asking.
+pub struct IdleTimeout<B> {
+    inner: B,
     limit: std::time::Duration,
-    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// Made when the body first has nothing to give (most bodies never do: no timer for them).
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// The timer runs for the current pause (reset when a frame arrives).
+    armed: bool,
+    idle: fn() -> BoxError,
 }
 
 /// The error a too-slow request body ends with.
@@ -36,19 +42,42 @@ pub struct IdleTimeout {
 #[error("request body paused longer than the body read timeout")]
 pub struct BodyIdle;
 
-impl IdleTimeout {
-    /// Wraps `inner`.
-    pub fn wrap(inner: Body, limit: std::time::Duration) -> Body {
+/// The error a backend's stalled response body ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("backend sent nothing more of its response for upstream_idle_timeout")]
+pub struct UpstreamIdle;
+
+impl<B> IdleTimeout<B>
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin + Send + Sync + 'static,
+{
+    /// Wraps a request body: fails with [`BodyIdle`].
+    pub fn wrap(inner: B, limit: std::time::Duration) -> Body {
+        Self::with(inner, limit, || Box::new(BodyIdle))
+    }
+
+    /// Wraps a backend's response body (in the same allocation as the body it makes):
+    /// fails with [`UpstreamIdle`].
+    pub fn wrap_upstream(inner: B, limit: std::time::Duration) -> Body {
+        Self::with(inner, limit, || Box::new(UpstreamIdle))
+    }
+
+    fn with(inner: B, limit: std::time::Duration, idle: fn() -> BoxError) -> Body {
         IdleTimeout {
             inner,
             limit,
-            timer: Box::pin(tokio::time::sleep(limit)),
+            timer: None,
+            armed: false,
+            idle,
         }
         .boxed()
     }
 }
 
-impl http_body::Body for IdleTimeout {
+impl<B> http_body::Body for IdleTimeout<B>
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -60,14 +89,23 @@ impl http_body::Body for IdleTimeout {
         let this = &mut *self;
         match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let deadline = tokio::time::Instant::now() + this.limit;
-                this.timer.as_mut().reset(deadline);
+                this.armed = false;
                 Poll::Ready(frame)
             }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyIdle)))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let limit = this.limit;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if !this.armed {
+                    timer.as_mut().reset(tokio::time::Instant::now() + limit);
+                    this.armed = true;
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err((this.idle)()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

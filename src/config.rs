@@ -240,6 +240,8 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// Deadline for the upstream's response head.
     pub response_timeout: Duration,
+    /// Longest silence of a backend inside its response body (the stream then fails).
+    pub upstream_idle_timeout: Duration,
     /// Pooled idle upstream connection lifetime.
     pub pool_idle_timeout: Duration,
     /// WebSocket tunnel idle deadline.

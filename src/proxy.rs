@@ -193,7 +193,10 @@ pub async fn forward(
                 response.map(|_| body::empty())
             }
             _ => response.map(|incoming| {
-                let streamed = incoming.map_err(Into::into).boxed();
+                let streamed = body::IdleTimeout::wrap_upstream(
+                    incoming.map_err(body::BoxError::from),
+                    app.config.proxy.upstream_idle_timeout,
+                );
                 if !crate::live::stream::Revocable::may_last(&streamed) {
                     return streamed;
                 }

@@ -164,6 +164,8 @@ pub struct ProxyFile {
     pub connect_timeout: Option<HumanDuration>,
     /// Time from sending the request to the upstream's response head.
     pub response_timeout: Option<HumanDuration>,
+    /// Longest silence of a backend inside its response body.
+    pub upstream_idle_timeout: Option<Spanned<HumanDuration>>,
     /// Pooled idle upstream connections are closed after this long.
     pub pool_idle_timeout: Option<HumanDuration>,
     /// A WebSocket tunnel with no traffic either way is closed after this long.

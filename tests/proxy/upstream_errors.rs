@@ -260,3 +260,35 @@ async fn a_client_that_stops_reading_is_disconnected_after_send_timeout() {
     }
     assert!(fresh.is_some(), "the slot was not freed");
 }
+
+/// A backend that hangs in the middle of a response body does not hold the client for ever:
+/// after `upstream_idle_timeout` of silence the response fails (the connection is closed).
+#[tokio::test]
+async fn a_backend_that_stalls_mid_response_is_cut_off() {
+    let backend = Backend::start().await;
+    let toml = config(backend.addr, "").replace(
+        "[upstreams.b]",
+        "[proxy]\nupstream_idle_timeout = \"1s\"\n\n[upstreams.b]",
+    );
+    let proxy = Wardgate::start(&toml);
+    let mut response = proxy
+        .client()
+        .get(proxy.url("/pub/stall"))
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.expect("first chunk").expect("data");
+    assert_eq!(&first[..], b"first line\n");
+    let started = std::time::Instant::now();
+    let ending = tokio::time::timeout(Duration::from_secs(10), response.chunk()).await;
+    assert!(
+        matches!(ending, Ok(Err(_))),
+        "the stalled body did not fail: {ending:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -1,6 +1,7 @@
 //! A real hyper backend on 127.0.0.1:0 that records every request it receives.
 //!
-//! Routes: `/slow?ms=N` waits then answers; `/stream?bytes=N` streams N bytes; `/ws` is a
+//! Routes: `/slow?ms=N` waits then answers; `/stream?bytes=N` streams N bytes; `/stall` sends
+//! one line of its body and then nothing, without ending it; `/ws` is a
 //! WebSocket echo; `/status?code=N` answers N; everything else echoes the request as JSON
 //! after reading (and counting) the whole body.
 
@@ -177,6 +178,16 @@ async fn answer(
     seen.lock().expect("seen").push(record);
     if path.ends_with("/slow") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if path.ends_with("/stall") {
+        let first = futures_util::stream::once(async {
+            Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"first line\n")))
+        });
+        let stalled = first.chain(futures_util::stream::pending());
+        return Ok(Response::builder()
+            .header("content-type", "text/plain")
+            .body(BodyExt::boxed(StreamBody::new(stalled)))
+            .expect("response"));
     }
     if path.ends_with("/ticks") {
         // A long-lived stream: one line every 100 ms, `count` lines (default 600: a minute).
