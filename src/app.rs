@@ -107,7 +107,7 @@ impl App {
 }
 
 /// Reads the admin token: the file's first line, at least 16 characters.
-fn read_token(path: &std::path::Path) -> Result<String, String> {
+pub(crate) fn read_token(path: &std::path::Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("admin.token_file {}: {e}", path.display()))?;
     let token = text.lines().next().unwrap_or_default().trim().to_string();

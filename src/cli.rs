@@ -166,6 +166,26 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             for warning in &config.warnings {
                 eprintln!("warning: {warning}");
             }
+            // What `serve` checks beyond the file itself, so a config that passes here also
+            // starts: the certificate and key files and the client CA bundle (a development
+            // certificate is not made here), and the admin token.
+            let mut problems = Vec::new();
+            if matches!(config.listen.tls, crate::config::TlsSource::Files { .. }) {
+                if let Err(err) = crate::server::tls::server_config(&config) {
+                    problems.push(err.to_string());
+                }
+            }
+            if let Some(path) = &config.admin_token_file {
+                if let Err(err) = crate::app::read_token(path) {
+                    problems.push(err);
+                }
+            }
+            if !problems.is_empty() {
+                for problem in &problems {
+                    eprintln!("{}: {problem}", file.display());
+                }
+                return Err(CliError::Quiet(2));
+            }
             println!(
                 "{}: ok ({} routes, {} upstreams)",
                 file.display(),

@@ -277,3 +277,37 @@ fn values_that_would_disable_the_proxy_are_errors() {
         check(&format!("[log]\nlevel = \"warn,wardgate=debug\"\n{VALID}"));
     assert_eq!(code, 0, "a filter with targets is valid: {err}");
 }
+
+/// `config check` also runs what `serve` checks beyond the file: the certificate and key it
+/// names must load, and the admin token must be long enough. A config that passes starts.
+#[test]
+fn config_check_loads_the_certificate_and_the_admin_token() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("cert.pem"), "not a certificate\n").expect("cert");
+    std::fs::write(dir.path().join("key.pem"), "not a key\n").expect("key");
+    std::fs::set_permissions(
+        dir.path().join("key.pem"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    std::fs::write(dir.path().join("admin.token"), "short\n").expect("token");
+    std::fs::set_permissions(
+        dir.path().join("admin.token"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    let toml = VALID.replace(
+        "addr = \"127.0.0.1:8443\"",
+        "addr = \"127.0.0.1:8443\"\ntls = { cert = \"cert.pem\", key = \"key.pem\" }\n\n[admin]\ntoken_file = \"admin.token\"",
+    );
+    let path = dir.path().join("wardgate.toml");
+    std::fs::write(&path, toml).expect("config");
+    let (code, _, err) = run_cli(
+        &["config", "check", path.to_str().expect("path")],
+        dir.path(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cert.pem"), "{err}");
+    assert!(err.contains("at least 16 characters"), "{err}");
+}
