@@ -145,3 +145,37 @@ async fn a_tunnel_holds_its_connection_slot_and_a_message_too_big_closes_it() {
     }
     assert!(freed, "the slot was not freed when the tunnel ended");
 }
+
+/// A client that stops reading cannot pin a tunnel: while the relay waits to write to it, the
+/// idle deadline still runs, and the tunnel ends (the backend's socket too).
+#[tokio::test]
+async fn a_client_that_stops_reading_does_not_pin_the_tunnel() {
+    let backend = Backend::start().await;
+    let toml = config(backend.addr, "").replace(
+        "[upstreams.b]",
+        "[proxy]\nwebsocket_idle_timeout = \"1s\"\n\n[upstreams.b]",
+    );
+    let proxy = Wardgate::start(&toml);
+    let socket = open(&proxy).await;
+    let (mut sink, _never_read) = socket.split();
+    // The echo backend sends everything back; the client reads none of it, so the relay's
+    // writes to the client block once the socket buffers are full.
+    let writer = tokio::spawn(async move {
+        let message = Message::binary(vec![5u8; 512 * 1024]);
+        for _ in 0..200 {
+            if sink.send(message.clone()).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut ended = false;
+    for _ in 0..100 {
+        if proxy.logs().contains("reason=\"idle timeout\"") {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    writer.abort();
+    assert!(ended, "the tunnel was not closed: {}", proxy.logs());
+}
