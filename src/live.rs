@@ -12,7 +12,7 @@
 //! reset) and one `session_closed` audit record names the holder, the route and the reason.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,18 +90,18 @@ pub struct LiveConnections {
     next_id: AtomicU64,
     entries: DashMap<u64, Entry>,
     /// WebSocket tunnels running (public ones included, which are not registered).
-    tunnels: Arc<AtomicU64>,
+    tunnels: AtomicUsize,
 }
 
 /// Counts one running tunnel until dropped. A tunnel keeps its client connection's slot under
 /// `max_connections`, so the shutdown drain, which waits for in-flight requests only, must
 /// know how many of the slots still taken are tunnels (those are cut off afterwards).
 #[derive(Debug)]
-pub struct TunnelCount(Arc<AtomicU64>);
+pub struct TunnelCount(Arc<LiveConnections>);
 
 impl Drop for TunnelCount {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.tunnels.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -133,14 +133,14 @@ impl Drop for LiveGuard {
 
 impl LiveConnections {
     /// Counts a WebSocket tunnel for as long as the returned guard lives.
-    pub fn tunnel_opened(&self) -> TunnelCount {
+    pub fn tunnel_opened(self: &Arc<Self>) -> TunnelCount {
         self.tunnels.fetch_add(1, Ordering::Relaxed);
-        TunnelCount(Arc::clone(&self.tunnels))
+        TunnelCount(Arc::clone(self))
     }
 
     /// WebSocket tunnels running now.
     pub fn open_tunnels(&self) -> usize {
-        usize::try_from(self.tunnels.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+        self.tunnels.load(Ordering::Relaxed)
     }
 
     /// Registers a connection opened under a verified session.

@@ -114,11 +114,10 @@ impl std::fmt::Debug for SessionKeys {
 /// message shows the offending line, which here may be a signing secret, and this message goes
 /// to the log and, on reload, into the hash-chained `config_reload` record.
 fn unreadable_ring(path: &Path, text: &str, error: &toml::de::Error) -> String {
-    let line = error
+    let at = error
         .span()
-        .and_then(|span| text.get(..span.start))
-        .map(|before| before.matches('\n').count() + 1);
-    let at = line.map(|line| format!(":{line}")).unwrap_or_default();
+        .map(|span| format!(":{}", crate::config::error::line_of(text, span.start)))
+        .unwrap_or_default();
     format!(
         "{}{at}: not a valid session key ring (expected [[keys]] entries with a kid and a quoted base64 secret)",
         path.display()

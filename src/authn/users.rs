@@ -228,16 +228,7 @@ impl UserStore {
     /// enrollment at sign-in).
     fn exclusive(&self) -> Result<std::fs::File, UserError> {
         use std::os::unix::fs::OpenOptionsExt;
-        let dir = self
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let (dir, name) = dir_and_name(&self.path);
         let lock_path = dir.join(format!(".{name}.lock"));
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -398,20 +389,27 @@ fn load_key(
     }
 }
 
-/// Writes `bytes` to `path` via a temporary file and rename, mode 0600, fsynced.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// The directory of `path` (`.` for a bare name) and its file name: where the files that go
+/// with it (its temporary copy, its lock) are made.
+fn dir_and_name(path: &Path) -> (&Path, String) {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut suffix = [0u8; 6];
-    rand::thread_rng().fill_bytes(&mut suffix);
-    let file_name = path
+    let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    (dir, name)
+}
+
+/// Writes `bytes` to `path` via a temporary file and rename, mode 0600, fsynced.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (dir, file_name) = dir_and_name(path);
+    std::fs::create_dir_all(dir)?;
+    let mut suffix = [0u8; 6];
+    rand::thread_rng().fill_bytes(&mut suffix);
     let temp = dir.join(format!(
         ".{file_name}.{}.tmp",
         URL_SAFE_NO_PAD.encode(suffix)

@@ -61,6 +61,24 @@ pub(super) fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
+/// A deadline that cuts connections or responses (`default` seconds when absent): zero would
+/// cut every one at once, so it is an error at its line.
+pub(super) fn deadline(
+    value: &Option<Spanned<units::HumanDuration>>,
+    field: &str,
+    default: u64,
+    sink: &mut IssueSink<'_>,
+) -> Duration {
+    match value {
+        Some(value) if value.get_ref().0.is_zero() => {
+            sink.span(value.span(), field, "must be longer than 0s");
+            Duration::from_secs(default)
+        }
+        Some(value) => value.get_ref().0,
+        None => Duration::from_secs(default),
+    }
+}
+
 /// More serving threads than this only cost memory (each has its own upstream pools).
 const MAX_SERVE_THREADS: usize = 64;
 
@@ -69,20 +87,9 @@ pub(super) fn limits(file: &FileConfig, sink: &mut IssueSink<'_>) -> Limits {
     let d = |v: Option<units::HumanDuration>, default: u64| {
         v.map_or(Duration::from_secs(default), |v| v.0)
     };
-    // Deadlines that cut connections: zero would cut every one at once.
-    let mut deadline =
-        |v: &Option<Spanned<units::HumanDuration>>, field: &str, default: u64| match v {
-            Some(value) if value.get_ref().0.is_zero() => {
-                sink.span(
-                    value.span(),
-                    format!("limits.{field}"),
-                    "must be longer than 0s",
-                );
-                Duration::from_secs(default)
-            }
-            Some(value) => value.get_ref().0,
-            None => Duration::from_secs(default),
-        };
+    let mut deadline = |v: &Option<Spanned<units::HumanDuration>>, field: &str, default: u64| {
+        self::deadline(v, &format!("limits.{field}"), default, sink)
+    };
     let handshake_timeout = deadline(&l.handshake_timeout, "handshake_timeout", 10);
     let header_read_timeout = deadline(&l.header_read_timeout, "header_read_timeout", 10);
     let body_read_timeout = deadline(&l.body_read_timeout, "body_read_timeout", 30);

@@ -48,18 +48,12 @@ pub(super) fn proxy(file: &ProxyFile, sink: &mut IssueSink<'_>) -> ProxyConfig {
         strip_headers,
         connect_timeout: d(file.connect_timeout, 5),
         response_timeout: d(file.response_timeout, 60),
-        upstream_idle_timeout: match &file.upstream_idle_timeout {
-            Some(value) if value.get_ref().0.is_zero() => {
-                sink.span(
-                    value.span(),
-                    "proxy.upstream_idle_timeout",
-                    "must be longer than 0s",
-                );
-                Duration::from_secs(300)
-            }
-            Some(value) => value.get_ref().0,
-            None => Duration::from_secs(300),
-        },
+        upstream_idle_timeout: super::process::deadline(
+            &file.upstream_idle_timeout,
+            "proxy.upstream_idle_timeout",
+            300,
+            sink,
+        ),
         pool_idle_timeout: d(file.pool_idle_timeout, 90),
         websocket_idle_timeout: d(file.websocket_idle_timeout, 300),
         websocket_pings_are_activity: file.websocket_pings_are_activity.unwrap_or(true),

@@ -30,7 +30,7 @@ pub struct ClientIdentity {
 pub struct ClientTrust(pub [u8; 32]);
 
 /// Facts about one client connection, shared by its requests.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnInfo {
     /// The TCP peer (an IPv4-mapped IPv6 address as the IPv4 address it is).
     pub peer: SocketAddr,
@@ -44,7 +44,7 @@ pub struct ConnInfo {
     pub client_identity: Option<Arc<ClientIdentity>>,
     /// The connection's slot under `[limits] max_connections`, freed when the last holder of
     /// this `ConnInfo` is gone: the connection task, and a WebSocket tunnel that outlives it.
-    slot: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Per-request state carried through the pipeline.
@@ -190,7 +190,7 @@ impl ConnInfo {
 
     /// The same facts, holding the connection's slot under `[limits] max_connections`.
     pub fn holding(mut self, slot: tokio::sync::OwnedSemaphorePermit) -> ConnInfo {
-        self.slot = Some(Arc::new(slot));
+        self.slot = Some(slot);
         self
     }
 }

@@ -236,6 +236,7 @@ where
     let first_check = park_after.map_or(keepalive, |park| park.min(keepalive));
     let idle_deadline = tokio::time::sleep(first_check.min(stall_check));
     tokio::pin!(idle_deadline);
+    // Once closing: by when hyper must have finished what it still has to write.
     let mut closing: Option<tokio::time::Instant> = None;
     let mut stall = StallWatch::new(activity);
     let begun_before = activity.begun();
@@ -249,16 +250,15 @@ where
             }
             _ = shutdown.changed(), if closing.is_none() => {
                 graceful_shutdown(connection.as_mut());
-                closing = Some(tokio::time::Instant::now());
-                idle_deadline.as_mut().reset(tokio::time::Instant::now() + send_timeout);
+                closing = Some(finish_by(idle_deadline.as_mut(), send_timeout));
             }
             _ = &mut idle_deadline => {
-                if let Some(since) = closing {
-                    if since.elapsed() >= send_timeout {
+                if let Some(by) = closing {
+                    if tokio::time::Instant::now() >= by {
                         tracing::warn!(%peer, "client took nothing more for send_timeout while the connection closed; disconnected");
                         return Ended::Closed;
                     }
-                    idle_deadline.as_mut().reset(since + send_timeout);
+                    idle_deadline.as_mut().reset(by);
                     continue;
                 }
                 if stall.stalled_for(activity) >= send_timeout {
@@ -269,8 +269,7 @@ where
                 if idle >= keepalive {
                     tracing::debug!(%peer, "closing idle keep-alive connection");
                     graceful_shutdown(connection.as_mut());
-                    closing = Some(tokio::time::Instant::now());
-                    idle_deadline.as_mut().reset(tokio::time::Instant::now() + send_timeout);
+                    closing = Some(finish_by(idle_deadline.as_mut(), send_timeout));
                 } else if park_after.is_some_and(|park| idle >= park) && activity.may_park(begun_before) {
                     activity.set_parking(true);
                     graceful_shutdown(connection.as_mut());
@@ -294,8 +293,7 @@ where
                             return Ended::Closed;
                         }
                         Poll::Pending => {
-                            closing = Some(tokio::time::Instant::now());
-                            idle_deadline.as_mut().reset(tokio::time::Instant::now() + send_timeout);
+                            closing = Some(finish_by(idle_deadline.as_mut(), send_timeout));
                         }
                     }
                 } else {
@@ -312,6 +310,14 @@ where
             }
         }
     }
+}
+
+/// Sets the connection's timer to `send_timeout` from now, the time a closing connection has
+/// to finish writing; returns that deadline.
+fn finish_by(timer: Pin<&mut tokio::time::Sleep>, send_timeout: Duration) -> tokio::time::Instant {
+    let by = tokio::time::Instant::now() + send_timeout;
+    timer.reset(by);
+    by
 }
 
 /// The HTTP/1 builder with the proxy's own protections applied.
