@@ -28,6 +28,7 @@ pub mod listener;
 pub mod park;
 pub mod redirect;
 pub mod tls;
+pub mod tls_stream;
 pub mod workers;
 
 /// State shared by all listeners and connections.

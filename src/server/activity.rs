@@ -311,6 +311,11 @@ impl<S> Http1Stream<S> {
         &self.inner
     }
 
+    /// The wrapped stream, to change.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
     /// Bytes to be read before anything more from the stream: what a parked hyper connection
     /// had read and not used.
     pub fn unread(&mut self, bytes: Bytes) {

@@ -27,12 +27,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use super::activity::{Activity, AnsweringBody, Http1Stream, StallWatch};
 use super::park::serve_http1;
 use super::workers::Workers;
-use super::{tls, Shared};
+use super::{tls, tls_stream, Shared};
 use crate::config::Limits;
 use crate::gate::{self, context::ConnInfo};
 
@@ -100,10 +99,9 @@ async fn serve(
     // first, so an identity can only ever be recorded under an older trust than it was
     // verified with (then not trusted), never a newer one.
     let trust = shared.app.load().client_trust;
-    let acceptor = TlsAcceptor::from(shared.tls.load_full());
     // Boxed, the handshake and the TLS session (rustls keeps about 2 KiB of state inline) take
     // no room in the connection's task, which a parked connection keeps small (`park.rs`).
-    let handshake = Box::pin(acceptor.accept(stream));
+    let handshake = Box::pin(tls_stream::accept(stream, shared.tls.load_full()));
     let tls_stream = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
         Ok(Ok(tls_stream)) => Box::new(tls_stream),
         Ok(Err(err)) => {
@@ -116,8 +114,6 @@ async fn serve(
         }
     };
     let client_identity = tls_stream
-        .get_ref()
-        .1
         .peer_certificates()
         .and_then(|chain| chain.first())
         .and_then(|cert| tls::client_identity(cert, trust))
@@ -126,7 +122,7 @@ async fn serve(
     let activity = Arc::new(Activity::new());
     // HTTP/2 has no request heads to wait for between requests; its streams have their own
     // limits. Everything else is HTTP/1 (ALPN `http/1.1`, or none).
-    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let h2 = tls_stream.alpn_protocol() == Some(b"h2".as_slice());
     let service = {
         let activity = Arc::clone(&activity);
         service_fn(move |req| {

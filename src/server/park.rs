@@ -34,10 +34,10 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_rustls::server::TlsStream;
 
 use super::activity::{Activity, AnsweringBody, Http1Stream};
 use super::listener::{drive, Clocks, Ended};
+use super::tls_stream::TlsStream;
 
 /// How long an HTTP/1 connection must have been idle (after at least one request) before it
 /// is parked. Short enough that idle browser tabs and pooled API clients release their
@@ -46,7 +46,7 @@ use super::listener::{drive, Clocks, Ended};
 pub const PARK_AFTER: Duration = Duration::from_secs(1);
 
 /// The client stream of an HTTP/1 connection as hyper sees it.
-type ClientIo = TokioIo<Http1Stream<Box<TlsStream<TcpStream>>>>;
+type ClientIo = TokioIo<Http1Stream<Box<TlsStream>>>;
 
 /// Serves an HTTP/1 connection until it closes, parking it whenever it has been idle for
 /// [`PARK_AFTER`].
@@ -100,13 +100,15 @@ pub(super) async fn serve_http1<S>(
         // hyper's read buffer comes back whole (8 KiB) even when empty: keep only its bytes.
         let unread = Bytes::copy_from_slice(&parts.read_buf);
         drop(parts.read_buf);
-        let (tcp, tls) = io.inner().get_ref().get_ref();
-        // rustls holding decrypted bytes (or the client's close_notify) would never make the
-        // socket readable again: like bytes hyper had read, they are served at once.
-        let nothing_pending = unread.is_empty() && tls.wants_read();
+        // Bytes the TLS stream holds (decrypted, or records not yet processed, or the
+        // client's close_notify) would never make the socket readable again: like bytes
+        // hyper had read, they are served at once.
+        let nothing_pending = unread.is_empty() && io.inner().get_ref().is_idle();
         let woke = if nothing_pending {
+            io.inner_mut().get_mut().release_buffers();
             let _parked = ParkedGauge::count();
-            wait_for_client(tcp, activity, clocks.keepalive, &mut shutdown).await
+            let tls = io.inner().get_ref();
+            wait_for_client(tls.tcp(), activity, clocks.keepalive, &mut shutdown).await
         } else {
             true // part of the next request had arrived: serve it at once
         };

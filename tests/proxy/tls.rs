@@ -418,3 +418,98 @@ fn openssl_confirms_legacy_protocols_and_non_aead_suites_are_refused() {
         );
     }
 }
+
+/// Wardgate's TLS stream (rustls's unbuffered API behind buffers of its own) carries bodies
+/// of many records both ways on one keep-alive connection, through TLS 1.3 key updates the
+/// client asks for, on TLS 1.3 and 1.2, and ends with close_notify (the client reads a clean
+/// end of stream, not a truncation).
+#[tokio::test]
+async fn tls_streams_carry_large_bodies_both_ways_through_key_updates_and_close_cleanly() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::start().await;
+    let proxy = Wardgate::start(&config(backend.addr, ""));
+    let ca = proxy.dev_cert();
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let tls13 = version.version == rustls::ProtocolVersion::TLSv1_3;
+        let client = raw::client_config_for(&ca, &[b"http/1.1"], &[version]);
+        let mut stream = raw::connect(proxy.public, client).await.expect("tls");
+        for round in 0..2 {
+            if tls13 {
+                // Asks the server to update its keys too: it answers while reading.
+                stream
+                    .get_mut()
+                    .1
+                    .refresh_traffic_keys()
+                    .expect("key update");
+            }
+            let body = vec![b'u'; (3 << 20) + round];
+            let head = format!(
+                "POST /big-upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).await.expect("head");
+            stream.write_all(&body).await.expect("body");
+            let answer = read_sized_response(&mut stream).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 200"),
+                "{version:?} round {round}: {answer}"
+            );
+            assert!(
+                answer.contains(&format!("\"body_len\":{}", body.len())),
+                "{version:?} round {round}: {answer}"
+            );
+        }
+        let download = "GET /pub/stream?bytes=4194304 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+        stream.write_all(download.as_bytes()).await.expect("get");
+        let mut everything = Vec::new();
+        // A clean end of stream: a TCP close without close_notify is an error here.
+        tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut everything))
+            .await
+            .expect("in time")
+            .expect("closed with close_notify");
+        let text = String::from_utf8_lossy(&everything);
+        assert!(text.starts_with("HTTP/1.1 200"), "{version:?}");
+        let body_start = text.find("\r\n\r\n").expect("head") + 4;
+        let payload = everything[body_start..]
+            .iter()
+            .filter(|&&byte| byte == b'x')
+            .count();
+        assert_eq!(payload, 4 << 20, "{version:?}: the whole body arrived");
+        assert!(text.ends_with("0\r\n\r\n"), "{version:?}: the last chunk");
+    }
+}
+
+/// Reads one HTTP/1.1 response with a `content-length` body.
+async fn read_sized_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
+            .await
+            .expect("in time")
+            .expect("read");
+        assert!(
+            read > 0,
+            "closed early: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        bytes.extend_from_slice(&buf[..read]);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let length = text[..end]
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())
+                    .flatten()
+            })
+            .expect("content-length");
+        if bytes.len() >= end + 4 + length {
+            return text;
+        }
+    }
+}

@@ -14,13 +14,22 @@ use tokio_rustls::TlsConnector;
 
 /// A TLS client config trusting `ca_pem`, offering `alpn`.
 pub fn client_config(ca_pem: &[u8], alpn: &[&[u8]]) -> rustls::ClientConfig {
+    client_config_for(ca_pem, alpn, rustls::DEFAULT_VERSIONS)
+}
+
+/// A TLS client config trusting `ca_pem`, offering `alpn` and only the TLS `versions`.
+pub fn client_config_for(
+    ca_pem: &[u8],
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
         roots.add(cert.expect("pem")).expect("root");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
