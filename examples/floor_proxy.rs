@@ -1,8 +1,9 @@
 //! The stack floor of the load benchmark (`benches/load/run`, target `floor`): the same
-//! crates Wardgate is built on (tokio, rustls with ring, hyper's HTTP/1 or HTTP/2 server as
-//! ALPN chose, Wardgate's own upstream client, mimalloc) and the same serving model (a
-//! single-threaded runtime per core, `wardgate::server::workers`), forwarding every request with no
-//! authentication, no policy, no header hygiene and no audit.
+//! crates Wardgate is built on (tokio, rustls with ring behind Wardgate's own TLS stream,
+//! hyper's HTTP/1 or HTTP/2 server as ALPN chose, Wardgate's own upstream client, mimalloc)
+//! and the same serving model (a single-threaded runtime per core,
+//! `wardgate::server::workers`), forwarding every request with no authentication, no
+//! policy, no header hygiene and no audit.
 //!
 //! It is not a product and must never front real traffic. It exists so the benchmark can
 //! tell apart what the zero-trust path costs (Wardgate / floor) from what the HTTP and TLS
@@ -21,7 +22,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use wardgate::body::Body;
 
 #[global_allocator]
@@ -42,7 +42,7 @@ fn main() -> Result<(), Failure> {
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let tls = Arc::new(tls);
     let backend: Arc<str> = backend.trim_end_matches('/').into();
     let listen = listen.clone();
     // Wardgate's serving model: accept on a main runtime, hand each connection to one of the
@@ -64,14 +64,15 @@ fn main() -> Result<(), Failure> {
             loop {
                 let (stream, _) = listener.accept().await?;
                 let stream = stream.into_std()?;
-                let (acceptor, clients, backend) =
-                    (acceptor.clone(), Arc::clone(&clients), Arc::clone(&backend));
+                let (tls, clients, backend) =
+                    (Arc::clone(&tls), Arc::clone(&clients), Arc::clone(&backend));
                 workers.spawn(async move {
                     let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
                         return;
                     };
                     let _ = stream.set_nodelay(true);
-                    let Ok(tls_stream) = acceptor.accept(stream).await else {
+                    let Ok(tls_stream) = wardgate::server::tls_stream::accept(stream, tls).await
+                    else {
                         return;
                     };
                     // Serving threads are numbered from 1.
@@ -82,7 +83,7 @@ fn main() -> Result<(), Failure> {
                     let service =
                         service_fn(move |req| forward(client.clone(), Arc::clone(&backend), req));
                     // As Wardgate: hyper's HTTP/1 or HTTP/2 server, as ALPN chose.
-                    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                    let h2 = tls_stream.alpn_protocol() == Some(b"h2".as_slice());
                     let io = TokioIo::new(tls_stream);
                     if h2 {
                         let builder = http2::Builder::new(TokioExecutor::new());

@@ -36,6 +36,10 @@ const MAX_RECEIVE: usize = 0x1_0000 + 0x4800;
 /// The most plaintext one write takes before what it made has gone to the socket: at most
 /// this much (plus record overhead) waits in memory for a slow client.
 const MAX_WRITE: usize = 0x1_0000;
+/// The most plaintext one TLS record carries.
+const RECORD: usize = 0x4000;
+/// Slices of a vectored write shorter than this are gathered into shared records.
+const STAGE_BELOW: usize = 2048;
 
 /// A server-side TLS stream over a TCP connection, after its handshake.
 pub struct TlsStream {
@@ -52,6 +56,8 @@ pub struct TlsStream {
     outgoing: Vec<u8>,
     sent: usize,
     filled: usize,
+    /// Small slices of a write, gathered to be sealed as one record (empty between writes).
+    staging: Vec<u8>,
     /// The client sent close_notify: reads give end of stream.
     peer_closed: bool,
     /// We queued close_notify: nothing more may be written.
@@ -71,9 +77,8 @@ enum Turn {
     Progress,
     /// rustls needs more bytes from the client before anything else can happen.
     NeedInput,
-    /// The handshake is done and nothing is pending: this many bytes of the given data were
-    /// encrypted (0 when there was none).
-    Writable(usize),
+    /// The handshake is done and nothing is pending: what was given to send is encrypted.
+    Writable,
     /// Both sides have sent close_notify.
     Closed,
 }
@@ -91,6 +96,7 @@ pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Tls
         outgoing: Vec::new(),
         sent: 0,
         filled: 0,
+        staging: Vec::new(),
         peer_closed: false,
         write_closed: false,
     };
@@ -133,6 +139,7 @@ impl TlsStream {
             self.plaintext = Vec::new();
             self.taken = 0;
         }
+        self.staging = Vec::new();
         if self.sent == self.filled {
             self.outgoing = Vec::new();
             self.sent = 0;
@@ -144,11 +151,11 @@ impl TlsStream {
         loop {
             match self.turn(Send::Nothing)? {
                 Turn::Progress => continue,
-                Turn::Writable(_) if !self.conn.is_handshaking() => {
+                Turn::Writable if !self.conn.is_handshaking() => {
                     ready!(self.poll_send(cx))?;
                     return Poll::Ready(Ok(()));
                 }
-                Turn::NeedInput | Turn::Writable(_) => {
+                Turn::NeedInput | Turn::Writable => {
                     // Our flight goes out before we wait for the client's.
                     ready!(self.poll_send(cx))?;
                     if ready!(self.poll_receive(cx))? == 0 {
@@ -218,34 +225,21 @@ impl TlsStream {
                 Turn::Closed
             }
             Ok(ConnectionState::WriteTraffic(mut traffic)) => {
-                let encrypted = match send {
-                    Send::Nothing => 0,
-                    Send::Data(data) => loop {
-                        match traffic.encrypt(data, &mut outgoing[*filled..]) {
-                            Ok(written) => {
-                                *filled += written;
-                                break data.len();
-                            }
-                            Err(EncryptError::InsufficientSize(short)) => {
-                                outgoing.resize(*filled + short.required_size, 0);
-                            }
-                            Err(err) => return Err(io::Error::other(err.to_string())),
+                loop {
+                    let result = match send {
+                        Send::Nothing => break,
+                        Send::Data(data) => traffic.encrypt(data, &mut outgoing[*filled..]),
+                        Send::CloseNotify => traffic.queue_close_notify(&mut outgoing[*filled..]),
+                    };
+                    match result {
+                        Ok(written) => break *filled += written,
+                        Err(EncryptError::InsufficientSize(short)) => {
+                            outgoing.resize(*filled + short.required_size, 0);
                         }
-                    },
-                    Send::CloseNotify => loop {
-                        match traffic.queue_close_notify(&mut outgoing[*filled..]) {
-                            Ok(written) => {
-                                *filled += written;
-                                break 0;
-                            }
-                            Err(EncryptError::InsufficientSize(short)) => {
-                                outgoing.resize(*filled + short.required_size, 0);
-                            }
-                            Err(err) => return Err(io::Error::other(err.to_string())),
-                        }
-                    },
-                };
-                Turn::Writable(encrypted)
+                        Err(err) => return Err(io::Error::other(err.to_string())),
+                    }
+                }
+                Turn::Writable
             }
             // Early data is never enabled; anything newer is not understood.
             Ok(_) => return Err(io::Error::other("unexpected TLS connection state")),
@@ -320,30 +314,54 @@ impl TlsStream {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         ready!(self.poll_send(cx))?;
+        // Small slices (a response head, a chunk-size line, a small body) are gathered into
+        // one record rather than sealed one record each; large ones are encrypted from where
+        // they are, in order.
+        let mut staged = std::mem::take(&mut self.staging);
         let mut total = 0;
         for slice in data {
             let slice = &slice[..slice.len().min(MAX_WRITE - total)];
-            if slice.is_empty() {
-                continue;
+            if slice.len() < STAGE_BELOW && staged.len() + slice.len() <= RECORD {
+                staged.extend_from_slice(slice);
+            } else {
+                self.encrypt_staged(&mut staged)?;
+                self.encrypt(slice)?;
             }
-            total += loop {
-                match self.turn(Send::Data(slice))? {
-                    Turn::Writable(encrypted) => break encrypted,
-                    Turn::Progress => continue,
-                    Turn::NeedInput => {
-                        return Poll::Ready(Err(io::Error::other("TLS write during a handshake")))
-                    }
-                    Turn::Closed => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-                }
-            };
+            total += slice.len();
             if total == MAX_WRITE {
                 break;
             }
         }
+        self.encrypt_staged(&mut staged)?;
+        self.staging = staged;
         if let Poll::Ready(Err(err)) = self.poll_send(cx) {
             return Poll::Ready(Err(err));
         }
         Poll::Ready(Ok(total))
+    }
+
+    /// Encrypts and empties `staged`.
+    fn encrypt_staged(&mut self, staged: &mut Vec<u8>) -> io::Result<()> {
+        if !staged.is_empty() {
+            self.encrypt(staged)?;
+            staged.clear();
+        }
+        Ok(())
+    }
+
+    /// Encrypts all of `data` into the records to send.
+    fn encrypt(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        loop {
+            match self.turn(Send::Data(data))? {
+                Turn::Writable => return Ok(()),
+                Turn::Progress => continue,
+                Turn::NeedInput => return Err(io::Error::other("TLS write during a handshake")),
+                Turn::Closed => return Err(io::ErrorKind::BrokenPipe.into()),
+            }
+        }
     }
 }
 
@@ -372,7 +390,7 @@ impl AsyncRead for TlsStream {
             match this.turn(Send::Nothing)? {
                 Turn::Progress => continue,
                 Turn::Closed => return Poll::Ready(Ok(())),
-                Turn::NeedInput | Turn::Writable(_) => {
+                Turn::NeedInput | Turn::Writable => {
                     // Records rustls queued while reading (a key update's answer) go out as
                     // the socket takes them; the read does not wait for them.
                     if let Poll::Ready(Err(err)) = this.poll_send(cx) {
