@@ -4,21 +4,23 @@
 //! buffer and its connection state, even while it only waits for the client's next request.
 //! So once a connection has served at least one request and then been idle for
 //! [`PARK_AFTER`], it is *parked*: hyper is asked to close it gracefully, but the client
-//! stream (`activity.rs`) keeps the TLS stream open instead of shutting it down, and hyper hands back the stream
-//! with any bytes it had read and not yet used. A parked connection is the TLS session, the
-//! socket and a small task waiting for the socket to turn readable; then a new hyper
-//! connection serves it, first reading the bytes handed back, so nothing the client sent is
-//! lost. `keepalive_timeout` and shutdown close parked connections as before. Measured with
-//! 10,000 idle connections (`benches/load/run`): about 25 KB a connection unparked, 9.5 KB
-//! parked, most of it rustls's 4 KiB receive buffer and its session keys.
+//! stream (`activity.rs`) keeps the TLS stream open instead of shutting it down, and hyper
+//! hands back the stream with any bytes it had read and not yet used. The TLS stream then
+//! gives back its own buffers too (`tls_stream.rs`). A parked connection is the TLS session
+//! (rustls's state and traffic keys), the socket and a small task waiting for the socket to
+//! turn readable; then a new hyper connection serves it, first reading the bytes handed back,
+//! so nothing the client sent is lost. `keepalive_timeout` and shutdown close parked
+//! connections as before. Measured with 10,000 idle connections (`benches/load/run`): about
+//! 25 KB a connection unparked; parked, 12 KB while the TLS stream kept rustls's 4 KiB
+//! receive buffer, 8 KB since it gives its buffers back.
 //!
 //! A connection counts as idle when no request is in flight (a response body still streaming
 //! keeps its request in flight), and a woken connection only once its new hyper connection has
 //! served a request (until then hyper counts it busy). It is parked only when hyper, asked to
 //! close, finishes in that very poll without writing and without having begun a shutdown of
 //! its own: then it had nothing left to do. Otherwise hyper finishes what it was doing and the
-//! connection closes, as `keepalive_timeout` would have done. Bytes rustls had already
-//! decrypted are served at once rather than waited for.
+//! connection closes, as `keepalive_timeout` would have done. Bytes the TLS stream still
+//! holds (decrypted or not) are served at once rather than waited for.
 //!
 //! HTTP/2 connections are not parked: the h2 crate cannot hand its stream back, and keeps
 //! its own buffers (16 KiB to write, 8 KiB to read, 4 KiB for HPACK) while a connection lives.

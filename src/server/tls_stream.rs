@@ -19,9 +19,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use rustls::server::UnbufferedServerConnection;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{
-    AppDataRecord, ConnectionState, EncodeError, EncryptError, UnbufferedStatus,
+    AppDataRecord, ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus,
 };
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -49,7 +49,7 @@ pub struct TlsStream {
     /// vector is room for the next read).
     incoming: Vec<u8>,
     received: usize,
-    /// Decrypted bytes not yet read: `plaintext[taken..]`.
+    /// Decrypted bytes that did not fit the read they arrived in: `plaintext[taken..]`.
     plaintext: Vec<u8>,
     taken: usize,
     /// TLS records to send: `outgoing[sent..filled]`.
@@ -62,6 +62,8 @@ pub struct TlsStream {
     peer_closed: bool,
     /// We queued close_notify: nothing more may be written.
     write_closed: bool,
+    /// The TLS failure that ended the stream: every later read and write returns it.
+    failed: Option<rustls::Error>,
 }
 
 /// What to do when rustls allows writing.
@@ -99,6 +101,7 @@ pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Tls
         staging: Vec::new(),
         peer_closed: false,
         write_closed: false,
+        failed: None,
     };
     poll_fn(|cx| stream.poll_handshake(cx)).await?;
     Ok(stream)
@@ -149,7 +152,7 @@ impl TlsStream {
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            match self.turn(Send::Nothing)? {
+            match self.turn(Send::Nothing, None)? {
                 Turn::Progress => continue,
                 Turn::Writable if !self.conn.is_handshaking() => {
                     ready!(self.poll_send(cx))?;
@@ -168,8 +171,21 @@ impl TlsStream {
     }
 
     /// One call into rustls: processes what has been received, and does `send` if rustls
-    /// allows writing now.
-    fn turn(&mut self, send: Send<'_>) -> io::Result<Turn> {
+    /// allows writing now. After a TLS failure, every call fails the same way.
+    /// Decrypted bytes go straight into `reader` as far as it has room, the rest into
+    /// `plaintext`.
+    fn turn(&mut self, send: Send<'_>, reader: Option<&mut ReadBuf<'_>>) -> io::Result<Turn> {
+        if let Some(err) = &self.failed {
+            return Err(tls_error(err.clone()));
+        }
+        self.turn_rustls(send, reader).map_err(|err| self.fail(err))
+    }
+
+    fn turn_rustls(
+        &mut self,
+        send: Send<'_>,
+        mut reader: Option<&mut ReadBuf<'_>>,
+    ) -> Result<Turn, rustls::Error> {
         let Self {
             conn,
             incoming,
@@ -183,93 +199,100 @@ impl TlsStream {
         let UnbufferedStatus { mut discard, state } =
             conn.process_tls_records(&mut incoming[..*received]);
         let turn = match state {
-            Err(err) => {
-                drop_front(incoming, received, discard);
-                return Err(self.fail(err));
-            }
+            Err(err) => Err(err),
             Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                let mut turn = Ok(Turn::Progress);
                 while let Some(record) = traffic.next_record() {
-                    let AppDataRecord {
-                        discard: more,
-                        payload,
-                    } = record.map_err(tls_error)?;
-                    discard += more;
-                    plaintext.extend_from_slice(payload);
-                }
-                Turn::Progress
-            }
-            Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                loop {
-                    match data.encode(&mut outgoing[*filled..]) {
-                        Ok(written) => break *filled += written,
-                        Err(EncodeError::InsufficientSize(short)) => {
-                            outgoing.resize(*filled + short.required_size, 0);
+                    match record {
+                        Ok(AppDataRecord {
+                            discard: more,
+                            payload,
+                        }) => {
+                            discard += more;
+                            let direct = match reader.as_mut() {
+                                Some(out) => {
+                                    let len = out.remaining().min(payload.len());
+                                    out.put_slice(&payload[..len]);
+                                    len
+                                }
+                                None => 0,
+                            };
+                            plaintext.extend_from_slice(&payload[direct..]);
                         }
-                        Err(err) => return Err(io::Error::other(err.to_string())),
+                        Err(err) => {
+                            turn = Err(err);
+                            break;
+                        }
                     }
                 }
-                Turn::Progress
+                turn
+            }
+            Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                encode(&mut data, outgoing, filled).map(|()| Turn::Progress)
             }
             // The bytes are queued in `outgoing`, ahead of anything written later.
             Ok(ConnectionState::TransmitTlsData(transmit)) => {
                 transmit.done();
-                Turn::Progress
+                Ok(Turn::Progress)
             }
-            Ok(ConnectionState::BlockedHandshake) => Turn::NeedInput,
+            Ok(ConnectionState::BlockedHandshake) => Ok(Turn::NeedInput),
             Ok(ConnectionState::PeerClosed) => {
                 *peer_closed = true;
-                Turn::Progress
+                Ok(Turn::Progress)
             }
             Ok(ConnectionState::Closed) => {
                 *peer_closed = true;
-                Turn::Closed
+                Ok(Turn::Closed)
             }
-            Ok(ConnectionState::WriteTraffic(mut traffic)) => {
-                loop {
-                    let result = match send {
-                        Send::Nothing => break,
-                        Send::Data(data) => traffic.encrypt(data, &mut outgoing[*filled..]),
-                        Send::CloseNotify => traffic.queue_close_notify(&mut outgoing[*filled..]),
-                    };
-                    match result {
-                        Ok(written) => break *filled += written,
-                        Err(EncryptError::InsufficientSize(short)) => {
-                            outgoing.resize(*filled + short.required_size, 0);
-                        }
-                        Err(err) => return Err(io::Error::other(err.to_string())),
+            Ok(ConnectionState::WriteTraffic(mut traffic)) => loop {
+                let result = match send {
+                    Send::Nothing => break Ok(Turn::Writable),
+                    Send::Data(data) => traffic.encrypt(data, &mut outgoing[*filled..]),
+                    Send::CloseNotify => traffic.queue_close_notify(&mut outgoing[*filled..]),
+                };
+                match result {
+                    Ok(written) => {
+                        *filled += written;
+                        break Ok(Turn::Writable);
                     }
+                    Err(EncryptError::InsufficientSize(short)) => {
+                        outgoing.resize(*filled + short.required_size, 0);
+                    }
+                    Err(_) => break Err(rustls::Error::EncryptError),
                 }
-                Turn::Writable
-            }
+            },
             // Early data is never enabled; anything newer is not understood.
-            Ok(_) => return Err(io::Error::other("unexpected TLS connection state")),
+            Ok(_) => Err(rustls::Error::General(
+                "unexpected TLS connection state".into(),
+            )),
         };
         drop_front(incoming, received, discard);
-        Ok(turn)
+        turn
     }
 
-    /// A TLS failure: the alert rustls queued for it is sent if the socket takes it now.
+    /// A TLS failure ends the stream. The alert rustls made for it, if any, is queued after
+    /// whatever was being sent and goes out as far as the socket takes it now; nothing is
+    /// processed after it.
     fn fail(&mut self, err: rustls::Error) -> io::Error {
-        for _ in 0..4 {
-            let mut nothing: [u8; 0] = [];
-            let status = self.conn.process_tls_records(&mut nothing);
-            match status.state {
-                Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    let mut alert = [0u8; 64];
-                    if let Ok(len) = data.encode(&mut alert) {
-                        let _ = self.tcp.try_write(&alert[..len]);
-                    }
-                }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
-                _ => break,
-            }
+        self.failed = Some(err.clone());
+        let status = self
+            .conn
+            .process_tls_records(&mut self.incoming[..self.received]);
+        if let Ok(ConnectionState::EncodeTlsData(mut alert)) = status.state {
+            let _ = encode(&mut alert, &mut self.outgoing, &mut self.filled);
         }
+        let _ = self.send_now();
         tls_error(err)
     }
 
     /// Reads from the socket into the receive buffer: the number of bytes read (0 at end of
     /// stream).
     fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.received == 0 && self.incoming.len() > READ_SIZE {
+            // Emptied after a large record (an upload): back to the usual size, as rustls's
+            // own buffer does.
+            self.incoming = vec![0; READ_SIZE];
+        }
         if self.incoming.len() - self.received < READ_SIZE / 4 {
             if self.incoming.len() >= MAX_RECEIVE {
                 return Poll::Ready(Err(io::Error::new(
@@ -297,9 +320,34 @@ impl TlsStream {
             }
             self.sent += written;
         }
+        self.all_sent();
+        Poll::Ready(Ok(()))
+    }
+
+    /// Sends queued records as far as the socket takes them now, without waiting and without
+    /// asking to be woken (the read side's way to pass on what rustls queued while reading).
+    fn send_now(&mut self) -> io::Result<()> {
+        while self.sent < self.filled {
+            match self.tcp.try_write(&self.outgoing[self.sent..self.filled]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => self.sent += written,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(err) => return Err(err),
+            }
+        }
+        self.all_sent();
+        Ok(())
+    }
+
+    /// Everything queued has been sent: the send buffer is reused, unless a large write made
+    /// it larger than two records (HTTP/2 connections are never parked, so they would keep
+    /// it for life).
+    fn all_sent(&mut self) {
         self.sent = 0;
         self.filled = 0;
-        Poll::Ready(Ok(()))
+        if self.outgoing.len() > 2 * RECORD + 1024 {
+            self.outgoing = Vec::new();
+        }
     }
 
     /// Encrypts `data` (some of it, up to [`MAX_WRITE`]); the records go to the socket as far
@@ -333,7 +381,9 @@ impl TlsStream {
             }
         }
         self.encrypt_staged(&mut staged)?;
-        self.staging = staged;
+        if staged.capacity() <= READ_SIZE {
+            self.staging = staged;
+        }
         if let Poll::Ready(Err(err)) = self.poll_send(cx) {
             return Poll::Ready(Err(err));
         }
@@ -355,7 +405,7 @@ impl TlsStream {
             return Ok(());
         }
         loop {
-            match self.turn(Send::Data(data))? {
+            match self.turn(Send::Data(data), None)? {
                 Turn::Writable => return Ok(()),
                 Turn::Progress => continue,
                 Turn::NeedInput => return Err(io::Error::other("TLS write during a handshake")),
@@ -379,7 +429,8 @@ impl AsyncRead for TlsStream {
                 buf.put_slice(&available[..len]);
                 this.taken += len;
                 if this.taken == this.plaintext.len() {
-                    this.plaintext.clear();
+                    // Only what did not fit a read waits here: rarely, so not kept.
+                    this.plaintext = Vec::new();
                     this.taken = 0;
                 }
                 return Poll::Ready(Ok(()));
@@ -387,15 +438,15 @@ impl AsyncRead for TlsStream {
             if this.peer_closed {
                 return Poll::Ready(Ok(()));
             }
-            match this.turn(Send::Nothing)? {
+            let before = buf.filled().len();
+            match this.turn(Send::Nothing, Some(buf))? {
+                Turn::Progress if buf.filled().len() > before => return Poll::Ready(Ok(())),
                 Turn::Progress => continue,
                 Turn::Closed => return Poll::Ready(Ok(())),
                 Turn::NeedInput | Turn::Writable => {
-                    // Records rustls queued while reading (a key update's answer) go out as
-                    // the socket takes them; the read does not wait for them.
-                    if let Poll::Ready(Err(err)) = this.poll_send(cx) {
-                        return Poll::Ready(Err(err));
-                    }
+                    // Records rustls queued while reading (a TLS 1.2 renegotiation refusal)
+                    // go out as far as the socket takes them now; the read does not wait.
+                    this.send_now()?;
                     if ready!(this.poll_receive(cx))? == 0 {
                         return Poll::Ready(Err(eof(
                             "peer closed connection without sending TLS close_notify",
@@ -437,14 +488,35 @@ impl AsyncWrite for TlsStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.write_closed {
-            while let Turn::Progress = this.turn(Send::CloseNotify)? {}
+        // After a TLS failure only its alert (already queued) goes out.
+        if !this.write_closed && this.failed.is_none() {
+            while let Turn::Progress = this.turn(Send::CloseNotify, None)? {}
             this.write_closed = true;
         }
         ready!(this.poll_send(cx))?;
         match ready!(Pin::new(&mut this.tcp).poll_shutdown(cx)) {
             Err(err) if err.kind() == io::ErrorKind::NotConnected => Poll::Ready(Ok(())),
             other => Poll::Ready(other),
+        }
+    }
+}
+
+/// Encodes rustls's next handshake or alert record after the `filled` bytes of `outgoing`.
+fn encode(
+    data: &mut EncodeTlsData<'_, ServerConnectionData>,
+    outgoing: &mut Vec<u8>,
+    filled: &mut usize,
+) -> Result<(), rustls::Error> {
+    loop {
+        match data.encode(&mut outgoing[*filled..]) {
+            Ok(written) => {
+                *filled += written;
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(short)) => {
+                outgoing.resize(*filled + short.required_size, 0);
+            }
+            Err(err) => return Err(rustls::Error::General(err.to_string())),
         }
     }
 }

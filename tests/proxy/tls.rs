@@ -183,6 +183,10 @@ async fn mtls_required_refuses_clients_without_a_valid_certificate() {
         .await
         .is_err());
     assert_eq!(backend.seen().len(), 1);
+    // A refused certificate ends its connection with an alert, not a panic of its task.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = proxy.logs();
+    assert!(!logs.contains("panicked"), "{logs}");
 }
 
 #[tokio::test]
@@ -477,6 +481,40 @@ async fn tls_streams_carry_large_bodies_both_ways_through_key_updates_and_close_
         assert_eq!(payload, 4 << 20, "{version:?}: the whole body arrived");
         assert!(text.ends_with("0\r\n\r\n"), "{version:?}: the last chunk");
     }
+}
+
+/// A record that fails to decrypt ends the connection with rustls's `bad_record_mac` alert;
+/// nothing of the request reaches the backend and the connection's task does not panic.
+#[tokio::test]
+async fn a_corrupt_record_ends_the_connection_with_one_alert() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::start().await;
+    let proxy = Wardgate::start(&config(backend.addr, ""));
+    let client = raw::client_config(&proxy.dev_cert(), &[b"http/1.1"]);
+    let mut stream = raw::connect(proxy.public, client).await.expect("tls");
+    stream
+        .write_all(&raw::get("/pub/x")[..20])
+        .await
+        .expect("part of a request");
+    let mut forged = vec![0x17, 0x03, 0x03, 0x00, 0x40];
+    forged.extend_from_slice(&[0x5a; 0x40]);
+    stream
+        .get_mut()
+        .0
+        .write_all(&forged)
+        .await
+        .expect("forged record");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .expect("closed in time");
+    let err = read.expect_err("the connection ends with an alert");
+    assert!(format!("{err}").contains("BadRecordMac"), "{err}");
+    assert!(rest.is_empty(), "nothing was answered");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = proxy.logs();
+    assert!(!logs.contains("panicked"), "{logs}");
+    assert!(backend.seen().is_empty());
 }
 
 /// Reads one HTTP/1.1 response with a `content-length` body.
