@@ -19,13 +19,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
-use rustls::unbuffered::{
-    AppDataRecord, ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus,
-};
+use rustls::server::UnbufferedServerConnection;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use turn::{tls_error, Send, Turn};
+
+mod turn;
 
 /// The first size of the receive buffer, and how much room each read asks for.
 const READ_SIZE: usize = 4096;
@@ -64,25 +65,6 @@ pub struct TlsStream {
     write_closed: bool,
     /// The TLS failure that ended the stream: every later read and write returns it.
     failed: Option<rustls::Error>,
-}
-
-/// What to do when rustls allows writing.
-enum Send<'a> {
-    Nothing,
-    Data(&'a [u8]),
-    CloseNotify,
-}
-
-/// Where one turn of rustls's state machine left the connection.
-enum Turn {
-    /// Something changed (records decrypted, handshake bytes queued): turn again.
-    Progress,
-    /// rustls needs more bytes from the client before anything else can happen.
-    NeedInput,
-    /// The handshake is done and nothing is pending: what was given to send is encrypted.
-    Writable,
-    /// Both sides have sent close_notify.
-    Closed,
 }
 
 /// Completes the server side of a TLS handshake on `tcp`.
@@ -168,121 +150,6 @@ impl TlsStream {
                 Turn::Closed => return Poll::Ready(Err(eof("tls handshake eof"))),
             }
         }
-    }
-
-    /// One call into rustls: processes what has been received, and does `send` if rustls
-    /// allows writing now. After a TLS failure, every call fails the same way.
-    /// Decrypted bytes go straight into `reader` as far as it has room, the rest into
-    /// `plaintext`.
-    fn turn(&mut self, send: Send<'_>, reader: Option<&mut ReadBuf<'_>>) -> io::Result<Turn> {
-        if let Some(err) = &self.failed {
-            return Err(tls_error(err.clone()));
-        }
-        self.turn_rustls(send, reader).map_err(|err| self.fail(err))
-    }
-
-    fn turn_rustls(
-        &mut self,
-        send: Send<'_>,
-        mut reader: Option<&mut ReadBuf<'_>>,
-    ) -> Result<Turn, rustls::Error> {
-        let Self {
-            conn,
-            incoming,
-            received,
-            plaintext,
-            outgoing,
-            filled,
-            peer_closed,
-            ..
-        } = self;
-        let UnbufferedStatus { mut discard, state } =
-            conn.process_tls_records(&mut incoming[..*received]);
-        let turn = match state {
-            Err(err) => Err(err),
-            Ok(ConnectionState::ReadTraffic(mut traffic)) => {
-                let mut turn = Ok(Turn::Progress);
-                while let Some(record) = traffic.next_record() {
-                    match record {
-                        Ok(AppDataRecord {
-                            discard: more,
-                            payload,
-                        }) => {
-                            discard += more;
-                            let direct = match reader.as_mut() {
-                                Some(out) => {
-                                    let len = out.remaining().min(payload.len());
-                                    out.put_slice(&payload[..len]);
-                                    len
-                                }
-                                None => 0,
-                            };
-                            plaintext.extend_from_slice(&payload[direct..]);
-                        }
-                        Err(err) => {
-                            turn = Err(err);
-                            break;
-                        }
-                    }
-                }
-                turn
-            }
-            Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                encode(&mut data, outgoing, filled).map(|()| Turn::Progress)
-            }
-            // The bytes are queued in `outgoing`, ahead of anything written later.
-            Ok(ConnectionState::TransmitTlsData(transmit)) => {
-                transmit.done();
-                Ok(Turn::Progress)
-            }
-            Ok(ConnectionState::BlockedHandshake) => Ok(Turn::NeedInput),
-            Ok(ConnectionState::PeerClosed) => {
-                *peer_closed = true;
-                Ok(Turn::Progress)
-            }
-            Ok(ConnectionState::Closed) => {
-                *peer_closed = true;
-                Ok(Turn::Closed)
-            }
-            Ok(ConnectionState::WriteTraffic(mut traffic)) => loop {
-                let result = match send {
-                    Send::Nothing => break Ok(Turn::Writable),
-                    Send::Data(data) => traffic.encrypt(data, &mut outgoing[*filled..]),
-                    Send::CloseNotify => traffic.queue_close_notify(&mut outgoing[*filled..]),
-                };
-                match result {
-                    Ok(written) => {
-                        *filled += written;
-                        break Ok(Turn::Writable);
-                    }
-                    Err(EncryptError::InsufficientSize(short)) => {
-                        outgoing.resize(*filled + short.required_size, 0);
-                    }
-                    Err(_) => break Err(rustls::Error::EncryptError),
-                }
-            },
-            // Early data is never enabled; anything newer is not understood.
-            Ok(_) => Err(rustls::Error::General(
-                "unexpected TLS connection state".into(),
-            )),
-        };
-        drop_front(incoming, received, discard);
-        turn
-    }
-
-    /// A TLS failure ends the stream. The alert rustls made for it, if any, is queued after
-    /// whatever was being sent and goes out as far as the socket takes it now; nothing is
-    /// processed after it.
-    fn fail(&mut self, err: rustls::Error) -> io::Error {
-        self.failed = Some(err.clone());
-        let status = self
-            .conn
-            .process_tls_records(&mut self.incoming[..self.received]);
-        if let Ok(ConnectionState::EncodeTlsData(mut alert)) = status.state {
-            let _ = encode(&mut alert, &mut self.outgoing, &mut self.filled);
-        }
-        let _ = self.send_now();
-        tls_error(err)
     }
 
     /// Reads from the socket into the receive buffer: the number of bytes read (0 at end of
@@ -499,38 +366,6 @@ impl AsyncWrite for TlsStream {
             other => Poll::Ready(other),
         }
     }
-}
-
-/// Encodes rustls's next handshake or alert record after the `filled` bytes of `outgoing`.
-fn encode(
-    data: &mut EncodeTlsData<'_, ServerConnectionData>,
-    outgoing: &mut Vec<u8>,
-    filled: &mut usize,
-) -> Result<(), rustls::Error> {
-    loop {
-        match data.encode(&mut outgoing[*filled..]) {
-            Ok(written) => {
-                *filled += written;
-                return Ok(());
-            }
-            Err(EncodeError::InsufficientSize(short)) => {
-                outgoing.resize(*filled + short.required_size, 0);
-            }
-            Err(err) => return Err(rustls::Error::General(err.to_string())),
-        }
-    }
-}
-
-/// Removes the first `count` of the `received` bytes of `buffer`.
-fn drop_front(buffer: &mut [u8], received: &mut usize, count: usize) {
-    if count > 0 {
-        buffer.copy_within(count..*received, 0);
-        *received -= count;
-    }
-}
-
-fn tls_error(err: rustls::Error) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, err)
 }
 
 fn eof(message: &'static str) -> io::Error {
