@@ -63,8 +63,9 @@ pub struct TlsStream {
     peer_closed: bool,
     /// We queued close_notify: nothing more may be written.
     write_closed: bool,
-    /// The TLS failure that ended the stream: every later read and write returns it.
-    failed: Option<rustls::Error>,
+    /// The TLS failure that ended the stream: every later read and write returns it. (Boxed:
+    /// the stream is allocated whole for every connection, and a failure is rare.)
+    failed: Option<Box<rustls::Error>>,
 }
 
 /// Completes the server side of a TLS handshake on `tcp`.

@@ -42,7 +42,7 @@ impl TlsStream {
         reader: Option<&mut ReadBuf<'_>>,
     ) -> io::Result<Turn> {
         if let Some(err) = &self.failed {
-            return Err(tls_error(err.clone()));
+            return Err(tls_error((**err).clone()));
         }
         self.turn_rustls(send, reader).map_err(|err| self.fail(err))
     }
@@ -140,7 +140,7 @@ impl TlsStream {
     /// whatever was being sent and goes out as far as the socket takes it now; nothing is
     /// processed after it.
     fn fail(&mut self, err: rustls::Error) -> io::Error {
-        self.failed = Some(err.clone());
+        self.failed = Some(Box::new(err.clone()));
         let status = self
             .conn
             .process_tls_records(&mut self.incoming[..self.received]);
