@@ -136,16 +136,23 @@ impl TlsStream {
         turn
     }
 
-    /// A TLS failure ends the stream. The alert rustls made for it, if any, is queued after
-    /// whatever was being sent and goes out as far as the socket takes it now; nothing is
-    /// processed after it.
+    /// A TLS failure ends the stream. The records rustls queued with it (its alert, after a
+    /// key update answer it may have been holding back) are queued after whatever was being
+    /// sent and go out as far as the socket takes them now; no input is processed after it.
+    /// While rustls has records queued it hands them out before it reads any input, so these
+    /// calls never process the failed input again.
     fn fail(&mut self, err: rustls::Error) -> io::Error {
         self.failed = Some(Box::new(err.clone()));
-        let status = self
-            .conn
-            .process_tls_records(&mut self.incoming[..self.received]);
-        if let Ok(ConnectionState::EncodeTlsData(mut alert)) = status.state {
-            let _ = encode(&mut alert, &mut self.outgoing, &mut self.filled);
+        while self.conn.wants_write() {
+            let status = self
+                .conn
+                .process_tls_records(&mut self.incoming[..self.received]);
+            let Ok(ConnectionState::EncodeTlsData(mut record)) = status.state else {
+                break;
+            };
+            if encode(&mut record, &mut self.outgoing, &mut self.filled).is_err() {
+                break;
+            }
         }
         let _ = self.send_now();
         tls_error(err)
