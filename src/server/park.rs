@@ -105,9 +105,9 @@ pub(super) async fn serve_http1<S>(
         // Bytes the TLS stream holds (decrypted, or records not yet processed, or the
         // client's close_notify) would never make the socket readable again: like bytes
         // hyper had read, they are served at once.
-        let nothing_pending = unread.is_empty() && io.inner().get_ref().is_idle();
+        let nothing_pending =
+            unread.is_empty() && io.inner_mut().get_mut().release_buffers_if_idle();
         let woke = if nothing_pending {
-            io.inner_mut().get_mut().release_buffers();
             let _parked = ParkedGauge::count();
             let tls = io.inner().get_ref();
             wait_for_client(tls.tcp(), activity, clocks.keepalive, &mut shutdown).await

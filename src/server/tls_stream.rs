@@ -7,8 +7,9 @@
 //! 40 MB, the largest single item of an idle connection (counted by allocation size). Here
 //! the same rustls state machine ([`UnbufferedServerConnection`]) is fed from buffers of
 //! our own: one for TLS records received, one for decrypted bytes not yet read, one for
-//! records to send. A parked connection (`park.rs`) calls [`TlsStream::release_buffers`]
-//! and keeps none of them; the next request grows them again.
+//! records to send. A parked connection (`park.rs`) calls
+//! [`TlsStream::release_buffers_if_idle`] and keeps none of them; the next request grows them
+//! again.
 //!
 //! Everything TLS (handshake, record protection, alerts, key updates, tickets) is still
 //! rustls's; this file only moves bytes between the socket and rustls, in order.
@@ -106,31 +107,25 @@ impl TlsStream {
         self.conn.peer_certificates()
     }
 
-    /// True when nothing is buffered in either direction: no bytes received and not yet
-    /// read, nothing left to send, and the client has not closed. Only then can a connection
-    /// wait for its socket to turn readable without leaving something undone.
-    pub fn is_idle(&self) -> bool {
-        self.received == 0
+    /// Gives back every buffer when nothing is buffered in either direction (no bytes received
+    /// and not yet read, nothing left to send) and the client has not closed: then, and only
+    /// then, a parked connection can wait for its socket to turn readable without leaving
+    /// something undone. Returns whether it did.
+    pub fn release_buffers_if_idle(&mut self) -> bool {
+        let idle = self.received == 0
             && self.taken == self.plaintext.len()
             && self.sent == self.filled
-            && !self.peer_closed
-    }
-
-    /// Gives back the memory of every buffer that holds nothing (parked connections).
-    pub fn release_buffers(&mut self) {
-        if self.received == 0 {
+            && !self.peer_closed;
+        if idle {
             self.incoming = Vec::new();
-        }
-        if self.taken == self.plaintext.len() {
             self.plaintext = Vec::new();
             self.taken = 0;
-        }
-        self.staging = Vec::new();
-        if self.sent == self.filled {
             self.outgoing = Vec::new();
             self.sent = 0;
             self.filled = 0;
+            self.staging = Vec::new();
         }
+        idle
     }
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -237,11 +232,14 @@ impl TlsStream {
         let mut total = 0;
         for slice in data {
             let slice = &slice[..slice.len().min(MAX_WRITE - total)];
-            if slice.len() < STAGE_BELOW && staged.len() + slice.len() <= RECORD {
-                staged.extend_from_slice(slice);
-            } else {
+            if slice.len() >= STAGE_BELOW {
                 self.encrypt_staged(&mut staged)?;
                 self.encrypt(slice)?;
+            } else {
+                if staged.len() + slice.len() > RECORD {
+                    self.encrypt_staged(&mut staged)?;
+                }
+                staged.extend_from_slice(slice);
             }
             total += slice.len();
             if total == MAX_WRITE {
@@ -269,9 +267,6 @@ impl TlsStream {
 
     /// Encrypts all of `data` into the records to send.
     fn encrypt(&mut self, data: &[u8]) -> io::Result<()> {
-        if data.is_empty() {
-            return Ok(());
-        }
         loop {
             match self.turn(Send::Data(data), None)? {
                 Turn::Writable => return Ok(()),

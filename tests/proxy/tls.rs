@@ -453,7 +453,7 @@ async fn tls_streams_carry_large_bodies_both_ways_through_key_updates_and_close_
             );
             stream.write_all(head.as_bytes()).await.expect("head");
             stream.write_all(&body).await.expect("body");
-            let answer = read_sized_response(&mut stream).await;
+            let answer = raw::read_response(&mut stream).await;
             assert!(
                 answer.starts_with("HTTP/1.1 200"),
                 "{version:?} round {round}: {answer}"
@@ -523,39 +523,4 @@ async fn a_corrupt_record_ends_the_connection_with_one_alert() {
     let logs = proxy.logs();
     assert!(!logs.contains("panicked"), "{logs}");
     assert!(backend.seen().is_empty());
-}
-
-/// Reads one HTTP/1.1 response with a `content-length` body.
-async fn read_sized_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut bytes = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let read = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
-            .await
-            .expect("in time")
-            .expect("read");
-        assert!(
-            read > 0,
-            "closed early: {}",
-            String::from_utf8_lossy(&bytes)
-        );
-        bytes.extend_from_slice(&buf[..read]);
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let Some(end) = text.find("\r\n\r\n") else {
-            continue;
-        };
-        let length = text[..end]
-            .lines()
-            .find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse::<usize>().ok())
-                    .flatten()
-            })
-            .expect("content-length");
-        if bytes.len() >= end + 4 + length {
-            return text;
-        }
-    }
 }

@@ -56,6 +56,12 @@ pub async fn send(addr: SocketAddr, ca_pem: &[u8], request: &[u8]) -> String {
         .await
         .expect("connect");
     stream.write_all(request).await.expect("write");
+    read_response(&mut stream).await
+}
+
+/// Reads until one response with a `content-length` body is complete, the stream ends or
+/// 5 s pass without a byte; returns what was read.
+pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> String {
     let mut out = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
