@@ -148,6 +148,8 @@ async fn serve(
     // every HTTP/1 connection) and sniffs the first bytes of every connection. Without ALPN,
     // HTTP/1.1 (RFC 9113 §3.2: HTTP/2 over TLS is negotiated by ALPN).
     if h2 {
+        let mut tls_stream = tls_stream;
+        tls_stream.release_buffers_while_waiting();
         let connection = http2_builder(&limits).serve_connection(TokioIo::new(tls_stream), service);
         let mut connection = Box::pin(connection);
         let graceful = |c: Pin<&mut _>| http2::Connection::graceful_shutdown(c);

@@ -9,7 +9,8 @@
 //! our own: one for TLS records received, one for decrypted bytes not yet read, one for
 //! records to send. A parked connection (`park.rs`) calls
 //! [`TlsStream::release_buffers_if_idle`] and keeps none of them; the next request grows them
-//! again.
+//! again. An HTTP/2 connection, which cannot be parked, gives them back whenever a read has to
+//! wait for the client ([`TlsStream::release_buffers_while_waiting`]).
 //!
 //! Everything TLS (handshake, record protection, alerts, key updates, tickets) is still
 //! rustls's; this file only moves bytes between the socket and rustls, in order.
@@ -27,6 +28,8 @@ use tokio::net::TcpStream;
 
 use turn::{tls_error, Send, Turn};
 
+#[cfg(test)]
+mod tests;
 mod turn;
 
 /// The first size of the receive buffer, and how much room each read asks for.
@@ -47,10 +50,9 @@ const STAGE_BELOW: usize = 2048;
 pub struct TlsStream {
     tcp: TcpStream,
     conn: UnbufferedServerConnection,
-    /// TLS records received and not yet processed: `incoming[..received]` (the rest of the
-    /// vector is room for the next read).
+    /// TLS records received and not yet processed (the vector's spare capacity is room for
+    /// the next read, which fills it without zeroing it first).
     incoming: Vec<u8>,
-    received: usize,
     /// Decrypted bytes that did not fit the read they arrived in: `plaintext[taken..]`.
     plaintext: Vec<u8>,
     taken: usize,
@@ -67,6 +69,9 @@ pub struct TlsStream {
     /// The TLS failure that ended the stream: every later read and write returns it. (Boxed:
     /// the stream is allocated whole for every connection, and a failure is rare.)
     failed: Option<Box<rustls::Error>>,
+    /// Give the buffers back whenever a read has to wait for the client (see
+    /// [`TlsStream::release_buffers_while_waiting`]).
+    release_while_waiting: bool,
 }
 
 /// Completes the server side of a TLS handshake on `tcp`.
@@ -76,7 +81,6 @@ pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Tls
         tcp,
         conn,
         incoming: Vec::new(),
-        received: 0,
         plaintext: Vec::new(),
         taken: 0,
         outgoing: Vec::new(),
@@ -86,6 +90,7 @@ pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Tls
         peer_closed: false,
         write_closed: false,
         failed: None,
+        release_while_waiting: false,
     };
     poll_fn(|cx| stream.poll_handshake(cx)).await?;
     Ok(stream)
@@ -112,7 +117,7 @@ impl TlsStream {
     /// then, a parked connection can wait for its socket to turn readable without leaving
     /// something undone. Returns whether it did.
     pub fn release_buffers_if_idle(&mut self) -> bool {
-        let idle = self.received == 0
+        let idle = self.incoming.is_empty()
             && self.taken == self.plaintext.len()
             && self.sent == self.filled
             && !self.peer_closed;
@@ -126,6 +131,24 @@ impl TlsStream {
             self.staging = Vec::new();
         }
         idle
+    }
+
+    /// From now on, a read that finds nothing buffered and the socket not readable gives the
+    /// buffers back before it waits. For HTTP/2, whose connections cannot be parked (the h2
+    /// crate keeps its own state and buffers): an idle HTTP/2 connection then holds no TLS
+    /// buffer (4 KiB to receive, and what the last response left to send). Only a read that
+    /// would wait does it, so a busy connection, whose next bytes are already there, keeps
+    /// its buffers.
+    pub fn release_buffers_while_waiting(&mut self) {
+        self.release_while_waiting = true;
+    }
+
+    /// The bytes of buffer this stream holds (allocated, whether in use or not).
+    pub fn buffer_capacity(&self) -> usize {
+        self.incoming.capacity()
+            + self.plaintext.capacity()
+            + self.outgoing.capacity()
+            + self.staging.capacity()
     }
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -151,26 +174,25 @@ impl TlsStream {
     /// Reads from the socket into the receive buffer: the number of bytes read (0 at end of
     /// stream).
     fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.received == 0 && self.incoming.len() > READ_SIZE {
+        let received = self.incoming.len();
+        if received == 0 && self.incoming.capacity() > READ_SIZE {
             // Emptied after a large record (an upload): back to the usual size, as rustls's
             // own buffer does.
-            self.incoming = vec![0; READ_SIZE];
+            self.incoming = Vec::new();
         }
-        if self.incoming.len() - self.received < READ_SIZE / 4 {
-            if self.incoming.len() >= MAX_RECEIVE {
+        if self.incoming.capacity() - received < READ_SIZE / 4 {
+            if self.incoming.capacity() >= MAX_RECEIVE {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "TLS message larger than the receive buffer",
                 )));
             }
-            let grown = (self.received + READ_SIZE).min(MAX_RECEIVE);
-            self.incoming.resize(grown.max(self.incoming.len()), 0);
+            let grown = (received + READ_SIZE).min(MAX_RECEIVE);
+            self.incoming.reserve_exact(grown - received);
         }
-        let mut room = ReadBuf::new(&mut self.incoming[self.received..]);
-        ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut room))?;
-        let read = room.filled().len();
-        self.received += read;
-        Poll::Ready(Ok(read))
+        // Into the spare capacity, with no zeroing first. A short read clears the socket's
+        // readiness, so a later `poll_read_ready` tells whether more has come.
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.tcp), cx, &mut self.incoming)
     }
 
     /// Writes queued records to the socket until none are left.
@@ -310,6 +332,14 @@ impl AsyncRead for TlsStream {
                     // Records rustls queued while reading (a TLS 1.2 renegotiation refusal)
                     // go out as far as the socket takes them now; the read does not wait.
                     this.send_now()?;
+                    if this.release_while_waiting
+                        && this.incoming.is_empty()
+                        && this.tcp.poll_read_ready(cx)?.is_pending()
+                    {
+                        // The waker is registered: nothing is lost by waiting without them.
+                        this.release_buffers_if_idle();
+                        return Poll::Pending;
+                    }
                     if ready!(this.poll_receive(cx))? == 0 {
                         return Poll::Ready(Err(eof(
                             "peer closed connection without sending TLS close_notify",

@@ -55,15 +55,13 @@ impl TlsStream {
         let Self {
             conn,
             incoming,
-            received,
             plaintext,
             outgoing,
             filled,
             peer_closed,
             ..
         } = self;
-        let UnbufferedStatus { mut discard, state } =
-            conn.process_tls_records(&mut incoming[..*received]);
+        let UnbufferedStatus { mut discard, state } = conn.process_tls_records(incoming);
         let turn = match state {
             Err(err) => Err(err),
             Ok(ConnectionState::ReadTraffic(mut traffic)) => {
@@ -132,7 +130,7 @@ impl TlsStream {
                 "unexpected TLS connection state".into(),
             )),
         };
-        drop_front(incoming, received, discard);
+        incoming.drain(..discard);
         turn
     }
 
@@ -144,9 +142,7 @@ impl TlsStream {
     fn fail(&mut self, err: rustls::Error) -> io::Error {
         self.failed = Some(Box::new(err.clone()));
         while self.conn.wants_write() {
-            let status = self
-                .conn
-                .process_tls_records(&mut self.incoming[..self.received]);
+            let status = self.conn.process_tls_records(&mut self.incoming);
             let Ok(ConnectionState::EncodeTlsData(mut record)) = status.state else {
                 break;
             };
@@ -176,14 +172,6 @@ fn encode(
             }
             Err(err) => return Err(rustls::Error::General(err.to_string())),
         }
-    }
-}
-
-/// Removes the first `count` of the `received` bytes of `buffer`.
-fn drop_front(buffer: &mut [u8], received: &mut usize, count: usize) {
-    if count > 0 {
-        buffer.copy_within(count..*received, 0);
-        *received -= count;
     }
 }
 
