@@ -112,8 +112,10 @@ async fn forward(
     Ok(response.map(boxed))
 }
 
-fn boxed(incoming: Incoming) -> Body {
-    incoming
-        .map_err(|err| -> wardgate::body::BoxError { Box::new(err) })
+fn boxed<B>(body: B) -> Body
+where
+    B: hyper::body::Body<Data = bytes::Bytes, Error = hyper::Error> + Send + Sync + 'static,
+{
+    body.map_err(|err| -> wardgate::body::BoxError { Box::new(err) })
         .boxed()
 }

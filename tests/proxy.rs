@@ -43,5 +43,7 @@ mod tls;
 mod tokens;
 #[path = "proxy/upstream_errors.rs"]
 mod upstream_errors;
+#[path = "proxy/upstream_pool.rs"]
+mod upstream_pool;
 #[path = "proxy/websocket.rs"]
 mod websocket;
