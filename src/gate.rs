@@ -66,7 +66,7 @@ async fn pipeline(
     ctx.set_return_path(&target);
     // Wardgate's own portal (/.wardgate/...) answers before any route: routes cannot claim it.
     if authn::portal::owns(&target.path) {
-        return authn::portal::handle(app, ctx, &target, req).await;
+        return Box::pin(authn::portal::handle(app, ctx, &target, req)).await;
     }
     // 3. route: most specific route, or 404 (default deny); 400 if the path spelled with
     // other letter case or a trailing slash reaches a route that treats it differently

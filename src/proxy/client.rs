@@ -172,7 +172,9 @@ impl UpstreamClient {
                 },
             }
         }
-        let mut sender = self.inner.connect(&origin).await?;
+        // Boxed: connecting is rare, and its future (TCP, TLS and HTTP handshakes) would
+        // otherwise make every request's future larger, and every move of it longer.
+        let mut sender = Box::pin(self.inner.connect(&origin)).await?;
         let response = sender
             .send_request(request)
             .await
