@@ -35,7 +35,7 @@ pub fn start(url: Uri, ca_file: Option<PathBuf>) -> Result<mpsc::Sender<String>,
                     outcome => {
                         let why = match outcome {
                             Ok(Ok(response)) => format!("status {}", response.status()),
-                            Ok(Err(err)) => err.to_string(),
+                            Ok(Err(err)) => crate::telemetry::error_chain(&err),
                             Err(_) => "timeout".into(),
                         };
                         tracing::warn!(attempt, error = %why, "alert webhook delivery failed");

@@ -12,16 +12,16 @@
 //! What the legacy client did that matters is kept: origin-form request targets, a `Host`
 //! header when the request has none, a request that a reused connection closed before
 //! taking it is sent again on another connection, and connections that upgraded (WebSockets)
-//! never return to the pool. A connection idle for `pool_idle_timeout` is closed when the pool
-//! is next used (no timer runs for it); with no traffic at all, the backend's own keep-alive
-//! timeout closes it.
+//! never return to the pool. A connection idle for `pool_idle_timeout` is closed at the pool's
+//! next use, or by a sweep that runs while connections are idle.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
-use http::{header, Request, Response, StatusCode, Uri};
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -50,6 +50,8 @@ struct Inner {
     /// Idle connections, the most recently used last.
     idle: Mutex<Vec<Idle>>,
     idle_timeout: Duration,
+    /// A sweep task is running (while connections are idle).
+    sweeping: AtomicBool,
 }
 
 /// A connection waiting for its next request.
@@ -130,6 +132,7 @@ pub fn build(
             connector,
             idle: Mutex::new(Vec::new()),
             idle_timeout: pool_idle_timeout,
+            sweeping: AtomicBool::new(false),
         }),
     })
 }
@@ -148,18 +151,25 @@ impl UpstreamClient {
             scheme: scheme.clone(),
             authority: authority.clone(),
         };
+        // hyper's HTTP/1 client writes any version as HTTP/1.1, but sends no body of unknown
+        // length for one it does not take for 1.1 (an HTTP/2 request's): 1.1 it is.
+        if request.version() != Version::HTTP_10 {
+            *request.version_mut() = Version::HTTP_11;
+        }
         if !request.headers().contains_key(header::HOST) {
-            if let Ok(host) = http::HeaderValue::from_str(origin.authority.as_str()) {
+            if let Some(host) = host_header(&origin) {
                 request.headers_mut().insert(header::HOST, host);
             }
         }
-        if request.method() != http::Method::CONNECT {
-            let origin_form = request
+        let target = if request.method() == http::Method::CONNECT {
+            Uri::from(origin.authority.clone())
+        } else {
+            request
                 .uri()
                 .path_and_query()
-                .map_or_else(|| Uri::from_static("/"), |path| Uri::from(path.clone()));
-            *request.uri_mut() = origin_form;
-        }
+                .map_or_else(|| Uri::from_static("/"), |path| Uri::from(path.clone()))
+        };
+        *request.uri_mut() = target;
         // Pooled connections were ready for a request when they were pooled; the backend may
         // have closed one since.
         while let Some(mut sender) = self.inner.checkout(&origin) {
@@ -181,6 +191,39 @@ impl UpstreamClient {
             .map_err(UpstreamError::Http)?;
         Ok(self.inner.keep(response, origin, sender))
     }
+}
+
+/// Closes expired idle connections every `every` while there are any, so they go after
+/// `pool_idle_timeout` (and at most half as long again) even when no request comes.
+async fn sweep(pool: Weak<Inner>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        let mut idle = pool.lock();
+        pool.expire(&mut idle);
+        if idle.is_empty() {
+            // Under the lock: a connection checked in after this starts a new sweep.
+            pool.sweeping.store(false, Ordering::Release);
+            return;
+        }
+    }
+}
+
+/// `Host` for a request that has none: the origin's host, and its port unless it is the
+/// scheme's default (never the user information an authority may carry).
+fn host_header(origin: &Origin) -> Option<HeaderValue> {
+    let host = origin.authority.host();
+    let default_port = match origin.scheme.as_str() {
+        "https" => 443,
+        _ => 80,
+    };
+    let value = match origin.authority.port_u16() {
+        Some(port) if port != default_port => format!("{host}:{port}"),
+        _ => host.to_string(),
+    };
+    HeaderValue::from_str(&value).ok()
 }
 
 impl Inner {
@@ -208,7 +251,7 @@ impl Inner {
     }
 
     /// Puts a connection ready for its next request back in the pool.
-    fn check_in(&self, origin: Origin, sender: SendRequest<Body>) {
+    fn check_in(self: &Arc<Self>, origin: Origin, sender: SendRequest<Body>) {
         let mut idle = self.lock();
         self.expire(&mut idle);
         if idle.len() >= MAX_IDLE {
@@ -219,6 +262,9 @@ impl Inner {
             sender,
             since: Instant::now(),
         });
+        if !self.sweeping.swap(true, Ordering::AcqRel) {
+            tokio::spawn(sweep(Arc::downgrade(self), self.idle_timeout / 2));
+        }
     }
 
     /// Closes the connections idle for `idle_timeout`: they are the first ones, as the list
@@ -268,5 +314,31 @@ impl Inner {
         let home = (response.status() != StatusCode::SWITCHING_PROTOCOLS)
             .then(|| pooled::Home::new(Arc::clone(self), origin, sender));
         response.map(|body| UpstreamBody::new(body, home))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_for(uri: &str) -> Option<HeaderValue> {
+        let uri: Uri = uri.parse().expect("uri");
+        host_header(&Origin {
+            scheme: uri.scheme().expect("scheme").clone(),
+            authority: uri.authority().expect("authority").clone(),
+        })
+    }
+
+    #[test]
+    fn host_names_the_host_and_a_port_that_is_not_the_default_never_the_userinfo() {
+        let host = |uri| host_for(uri).expect("host");
+        assert_eq!(
+            host("https://user:secret@siem.example/hook"),
+            "siem.example"
+        );
+        assert_eq!(host("https://siem.example:443/hook"), "siem.example");
+        assert_eq!(host("http://127.0.0.1:80/"), "127.0.0.1");
+        assert_eq!(host("http://127.0.0.1:8080/"), "127.0.0.1:8080");
+        assert_eq!(host("https://[::1]:8443/"), "[::1]:8443");
     }
 }

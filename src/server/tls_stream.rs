@@ -133,8 +133,8 @@ impl TlsStream {
         idle
     }
 
-    /// From now on, a read that finds nothing buffered and the socket not readable gives the
-    /// buffers back before it waits. For HTTP/2, whose connections cannot be parked (the h2
+    /// From now on, a read that finds nothing buffered and has to wait for the socket gives
+    /// the buffers back before it waits. For HTTP/2, whose connections cannot be parked (the h2
     /// crate keeps its own state and buffers): an idle HTTP/2 connection then holds no TLS
     /// buffer (4 KiB to receive, and what the last response left to send). Only a read that
     /// would wait does it, so a busy connection, whose next bytes are already there, keeps
@@ -336,11 +336,22 @@ impl AsyncRead for TlsStream {
                         && this.incoming.is_empty()
                         && this.tcp.poll_read_ready(cx)?.is_pending()
                     {
-                        // The waker is registered: nothing is lost by waiting without them.
+                        // Known to wait (the waker is registered): no buffer is taken for it.
                         this.release_buffers_if_idle();
                         return Poll::Pending;
                     }
-                    if ready!(this.poll_receive(cx))? == 0 {
+                    let received = match this.poll_receive(cx) {
+                        Poll::Ready(received) => received?,
+                        Poll::Pending => {
+                            // Readiness was stale (tokio learns only from a read that it is
+                            // not): the waker is registered, the buffers can go all the same.
+                            if this.release_while_waiting {
+                                this.release_buffers_if_idle();
+                            }
+                            return Poll::Pending;
+                        }
+                    };
+                    if received == 0 {
                         return Poll::Ready(Err(eof(
                             "peer closed connection without sending TLS close_notify",
                         )));

@@ -249,3 +249,42 @@ async fn accesses_cut_off_at_shutdown_are_completed() {
         .expect("audit_stop");
     assert!(streamed < stopped && unanswered < stopped, "{trail:?}");
 }
+
+/// A backend response that ends in trailers is a complete access: hyper stops polling a body
+/// once it has its trailers and drops it, which must not read as a client leaving early.
+#[tokio::test]
+async fn a_response_ending_in_trailers_completes_its_access() {
+    let (addr, _) =
+        crate::upstream_pool::counting_backend(crate::upstream_pool::Answer::Trailers).await;
+    let (dir, path) = write_config(&config(addr, ""));
+    let pat = add_user(
+        &path,
+        "pat",
+        &["--role", "patient", "--claim", "patient_id=7"],
+        true,
+    );
+    let proxy = Wardgate::start_in(dir, path);
+    let token = token(&proxy, &pat, &code(&pat)).await;
+    let response = proxy
+        .client()
+        .get(proxy.url("/patients/7/chart"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.expect("body"), "ok");
+    let home = proxy.dir.path().to_path_buf();
+    assert!(
+        wait_for_record(&home, |r| r["path"] == "/patients/7/chart"
+            && r["status"] == 200)
+        .await,
+        "no completion: {:?}",
+        records(&home)
+    );
+    let completion = records(&home)
+        .into_iter()
+        .find(|r| r["path"] == "/patients/7/chart" && r["status"] == 200)
+        .expect("completion");
+    assert!(completion["reason"].is_null(), "{completion}");
+}

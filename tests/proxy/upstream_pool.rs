@@ -11,22 +11,35 @@ use tokio::net::TcpListener;
 
 use crate::support::{config, Wardgate};
 
-/// A hand-written HTTP/1.1 backend answering every GET with `ok`; counts the connections it
-/// accepted. `close_after_each`: it closes each connection right after its response, without
-/// saying so (as a backend whose keep-alive timeout just ran out does).
-async fn counting_backend(close_after_each: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+/// How the hand-written backend answers.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Answer {
+    /// `ok`, keeping the connection.
+    KeepAlive,
+    /// `ok`, then it closes the connection without saying so (as a backend whose keep-alive
+    /// timeout just ran out does).
+    CloseAfterEach,
+    /// `ok` in a chunked body ending in trailers, keeping the connection.
+    Trailers,
+}
+
+/// A hand-written HTTP/1.1 backend answering every request head as `answer` says; counts the
+/// connections it accepted, and those the proxy closed.
+pub(crate) async fn counting_backend(answer: Answer) -> (SocketAddr, Counts) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&accepted);
+    let counts = Counts::default();
+    let counter = counts.clone();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
+            counter.accepted.fetch_add(1, Ordering::SeqCst);
+            let closed = Arc::clone(&counter.closed);
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
                 loop {
                     if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        closed.fetch_add(1, Ordering::SeqCst);
                         return;
                     }
                     head.push(byte[0]);
@@ -34,15 +47,26 @@ async fn counting_backend(close_after_each: bool) -> (SocketAddr, Arc<AtomicUsiz
                         continue;
                     }
                     head.clear();
-                    let response = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                    if stream.write_all(response).await.is_err() || close_after_each {
+                    let response: &[u8] = match answer {
+                        Answer::Trailers => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx-checksum: 1\r\n\r\n",
+                        _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                    };
+                    if stream.write_all(response).await.is_err() || answer == Answer::CloseAfterEach
+                    {
                         return;
                     }
                 }
             });
         }
     });
-    (addr, accepted)
+    (addr, counts)
+}
+
+/// What the hand-written backend counted.
+#[derive(Clone, Default)]
+pub(crate) struct Counts {
+    pub(crate) accepted: Arc<AtomicUsize>,
+    pub(crate) closed: Arc<AtomicUsize>,
 }
 
 async fn get_ok(proxy: &Wardgate, client: &reqwest::Client) {
@@ -53,7 +77,7 @@ async fn get_ok(proxy: &Wardgate, client: &reqwest::Client) {
 
 #[tokio::test]
 async fn upstream_connections_are_reused_and_closed_after_pool_idle_timeout() {
-    let (addr, accepted) = counting_backend(false).await;
+    let (addr, counts) = counting_backend(Answer::KeepAlive).await;
     let toml = config(addr, "").replace(
         "[upstreams.b]",
         "[proxy]\npool_idle_timeout = \"1s\"\n\n[upstreams.b]",
@@ -64,23 +88,46 @@ async fn upstream_connections_are_reused_and_closed_after_pool_idle_timeout() {
         get_ok(&proxy, &client).await;
     }
     assert_eq!(
-        accepted.load(Ordering::SeqCst),
+        counts.accepted.load(Ordering::SeqCst),
         1,
         "one kept-alive connection"
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(counts.closed.load(Ordering::SeqCst), 0);
+    // Closed by the proxy within 1.5 x pool_idle_timeout, with no request to notice it.
+    for _ in 0..100 {
+        if counts.closed.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        counts.closed.load(Ordering::SeqCst),
+        1,
+        "the idle one expired"
+    );
     get_ok(&proxy, &client).await;
-    assert_eq!(accepted.load(Ordering::SeqCst), 2, "the idle one expired");
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
 async fn a_backend_that_drops_idle_connections_costs_no_request() {
-    let (addr, accepted) = counting_backend(true).await;
+    let (addr, counts) = counting_backend(Answer::CloseAfterEach).await;
     let proxy = Wardgate::start(&config(addr, ""));
     let client = proxy.client();
     for _ in 0..20 {
         get_ok(&proxy, &client).await;
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 20);
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 20);
     assert!(!proxy.logs().contains("panicked"));
+}
+
+#[tokio::test]
+async fn a_response_ending_in_trailers_gives_its_connection_back() {
+    let (addr, counts) = counting_backend(Answer::Trailers).await;
+    let proxy = Wardgate::start(&config(addr, ""));
+    let client = proxy.client();
+    for _ in 0..5 {
+        get_ok(&proxy, &client).await;
+    }
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
 }

@@ -79,7 +79,10 @@ impl HttpBody for UpstreamBody {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => self.release(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
+            // Trailers are the last frame; hyper's server drops the body once it has them.
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() || self.inner.is_end_stream() => {
+                self.release()
+            }
             // A failed body leaves the connection unusable: it closes with its sender.
             Poll::Ready(Some(Err(_))) => self.home = None,
             _ => {}
