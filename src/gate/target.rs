@@ -110,7 +110,10 @@ fn host_without_port(authority: &str) -> Result<Text, GateError> {
             .ok_or(GateError::BadRequest("bad IPv6 host"))?
             + 1
     } else {
-        authority.find(':').unwrap_or(authority.len())
+        authority
+            .bytes()
+            .position(|b| b == b':')
+            .unwrap_or(authority.len())
     };
     let (host, port) = authority.split_at(host_end);
     let port_valid = port.is_empty()
@@ -134,7 +137,8 @@ fn host_without_port(authority: &str) -> Result<Text, GateError> {
     // `a.org.` and `a..org` name `a.org` to DNS but not to every backend's virtual-host table,
     // and the authority is forwarded as sent: refused rather than routed as one host and
     // served as another.
-    if host.ends_with('.') || host.contains("..") || host.starts_with('.') {
+    let empty_label = host.as_bytes().windows(2).any(|pair| pair == b"..");
+    if host.ends_with('.') || empty_label || host.starts_with('.') {
         return Err(GateError::BadRequest("empty label in host"));
     }
     // Most clients send the host in lower case already: then it is copied once, not twice.

@@ -76,10 +76,19 @@ fn windows_trimmed(segment: &str) -> &str {
     }
 }
 
-/// Whether some segment of `path` ends with a dot or a space (on every request: four
-/// substring searches rather than a walk over the segments).
+/// Whether some segment of `path` ends with a dot or a space (on every request: one pass
+/// over the bytes, looking behind each `/` and the end).
 fn has_windows_trimmable_segment(path: &str) -> bool {
-    path.ends_with('.') || path.ends_with("%20") || path.contains("./") || path.contains("%20/")
+    let bytes = path.as_bytes();
+    let trimmable = |end: usize| {
+        let segment = &bytes[..end];
+        segment.ends_with(b".") || segment.ends_with(b"%20")
+    };
+    trimmable(bytes.len())
+        || bytes
+            .iter()
+            .enumerate()
+            .any(|(at, &byte)| byte == b'/' && trimmable(at))
 }
 
 impl RouteTable {
@@ -154,6 +163,44 @@ mod tests {
 
     /// `/Admin` would reach the catch-all here and the admin handler of a backend that ignores
     /// case; `/admin/` likewise for the exact `/admin` route.
+    #[test]
+    fn trimmable_segments_are_found_before_each_slash_and_at_the_end() {
+        // The substring searches it replaced, as the reference.
+        let reference = |path: &str| {
+            path.ends_with('.')
+                || path.ends_with("%20")
+                || path.contains("./")
+                || path.contains("%20/")
+        };
+        for path in [
+            "/",
+            "/a",
+            "/a.",
+            "/a./b",
+            "/a%20",
+            "/a%20/b",
+            "/a%2",
+            "/a%2/b",
+            "/.",
+            "./",
+            "/a/b.c",
+            "/a/b.c/",
+            "/a/%20",
+            "%20",
+            ".",
+            "",
+            "/a..b/",
+            "/x%20y/z",
+            "/a/b%20c.",
+        ] {
+            assert_eq!(
+                has_windows_trimmable_segment(path),
+                reference(path),
+                "{path}"
+            );
+        }
+    }
+
     #[test]
     fn a_variant_reaching_another_route_is_refused() {
         let table = RouteTable::new(&[
