@@ -11,7 +11,13 @@ use crate::support::{config, write_config, Backend, Wardgate};
 /// the session token.
 async fn signed_in_patient(extra: &str) -> (Backend, Wardgate, String) {
     let backend = Backend::start().await;
-    let (dir, path) = write_config(&config(backend.addr, extra));
+    let (proxy, token) = signed_in_patient_at(backend.addr, extra).await;
+    (backend, proxy, token)
+}
+
+/// The same, in front of the backend at `backend`.
+async fn signed_in_patient_at(backend: std::net::SocketAddr, extra: &str) -> (Wardgate, String) {
+    let (dir, path) = write_config(&config(backend, extra));
     let pat = add_user(
         &path,
         "pat",
@@ -20,7 +26,7 @@ async fn signed_in_patient(extra: &str) -> (Backend, Wardgate, String) {
     );
     let proxy = Wardgate::start_in(dir, path);
     let token = token(&proxy, &pat, &code(&pat)).await;
-    (backend, proxy, token)
+    (proxy, token)
 }
 
 /// A PHI request admitted (and so possibly acted on by the backend) but cancelled before its
@@ -256,15 +262,7 @@ async fn accesses_cut_off_at_shutdown_are_completed() {
 async fn a_response_ending_in_trailers_completes_its_access() {
     let (addr, _) =
         crate::upstream_pool::counting_backend(crate::upstream_pool::Answer::Trailers).await;
-    let (dir, path) = write_config(&config(addr, ""));
-    let pat = add_user(
-        &path,
-        "pat",
-        &["--role", "patient", "--claim", "patient_id=7"],
-        true,
-    );
-    let proxy = Wardgate::start_in(dir, path);
-    let token = token(&proxy, &pat, &code(&pat)).await;
+    let (proxy, token) = signed_in_patient_at(addr, "").await;
     let response = proxy
         .client()
         .get(proxy.url("/patients/7/chart"))
