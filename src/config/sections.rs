@@ -301,6 +301,14 @@ pub(super) fn detect(
         .webhook
         .as_ref()
         .and_then(|url| match url.get_ref().parse::<Uri>() {
+            Ok(uri) if super::validate::has_userinfo(&uri) => {
+                sink.span(
+                    url.span(),
+                    "detect.webhook",
+                    "must not carry user information (`user:password@`): it would not be sent",
+                );
+                None
+            }
             Ok(uri)
                 if matches!(uri.scheme_str(), Some("http" | "https"))
                     && uri.authority().is_some() =>

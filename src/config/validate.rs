@@ -265,6 +265,12 @@ fn upstreams(
         let mut targets = Vec::new();
         for target in &upstream.targets {
             match target.get_ref().parse::<Uri>() {
+                // Not echoed: the text may hold a password.
+                Ok(uri) if has_userinfo(&uri) => sink.span(
+                    target.span(),
+                    format!("{field}.targets"),
+                    "must not carry user information (`user:password@`): Wardgate never sends it to a backend",
+                ),
                 Ok(uri)
                     if matches!(uri.scheme_str(), Some("http" | "https"))
                         && uri.authority().is_some()
@@ -441,4 +447,10 @@ fn methods_overlap(a: &Option<Vec<Method>>, b: &Option<Vec<Method>>) -> bool {
         (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
         _ => true,
     }
+}
+
+/// Whether `uri`'s authority carries user information (`user:password@host`).
+pub(super) fn has_userinfo(uri: &Uri) -> bool {
+    uri.authority()
+        .is_some_and(|authority| authority.as_str().contains('@'))
 }

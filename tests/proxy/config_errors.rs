@@ -311,3 +311,25 @@ fn config_check_loads_the_certificate_and_the_admin_token() {
     assert!(err.contains("cert.pem"), "{err}");
     assert!(err.contains("at least 16 characters"), "{err}");
 }
+
+#[test]
+fn user_information_in_a_target_or_the_webhook_is_refused_without_being_echoed() {
+    let toml = VALID.replace(
+        "http://127.0.0.1:9000",
+        "http://svc:hunter22@127.0.0.1:9000",
+    ) + "\n[detect]\nwebhook = \"https://siem:hunter22@siem.example/hook\"\n";
+    let (code, _, err, path, _dir) = check(&toml);
+    assert_eq!(code, 2, "{err}");
+    let file = path.display().to_string();
+    assert!(
+        err.contains(&format!(
+            "{file}:6: upstreams.ehr.targets: must not carry user information"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("detect.webhook: must not carry user information"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter22"), "the password was echoed: {err}");
+}
