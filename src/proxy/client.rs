@@ -250,10 +250,13 @@ impl Inner {
         None
     }
 
-    /// Puts a connection ready for its next request back in the pool.
+    /// Puts a connection ready for its next request back in the pool (expired ones go at
+    /// checkout and by the sweep). `pool_idle_timeout = "0s"` keeps none.
     fn check_in(self: &Arc<Self>, origin: Origin, sender: SendRequest<Body>) {
+        if self.idle_timeout.is_zero() {
+            return;
+        }
         let mut idle = self.lock();
-        self.expire(&mut idle);
         if idle.len() >= MAX_IDLE {
             idle.remove(0);
         }

@@ -143,8 +143,18 @@ impl TlsStream {
         self.release_while_waiting = true;
     }
 
+    /// A read waits for the socket (its waker is registered): with
+    /// [`Self::release_buffers_while_waiting`], without the buffers.
+    fn wait<T>(&mut self) -> Poll<T> {
+        if self.release_while_waiting {
+            self.release_buffers_if_idle();
+        }
+        Poll::Pending
+    }
+
     /// The bytes of buffer this stream holds (allocated, whether in use or not).
-    pub fn buffer_capacity(&self) -> usize {
+    #[cfg(test)]
+    fn buffer_capacity(&self) -> usize {
         self.incoming.capacity()
             + self.plaintext.capacity()
             + self.outgoing.capacity()
@@ -336,21 +346,14 @@ impl AsyncRead for TlsStream {
                         && this.incoming.is_empty()
                         && this.tcp.poll_read_ready(cx)?.is_pending()
                     {
-                        // Known to wait (the waker is registered): no buffer is taken for it.
-                        this.release_buffers_if_idle();
-                        return Poll::Pending;
+                        // Known to wait: no receive buffer is taken for it.
+                        return this.wait();
                     }
-                    let received = match this.poll_receive(cx) {
-                        Poll::Ready(received) => received?,
-                        Poll::Pending => {
-                            // Readiness was stale (tokio learns only from a read that it is
-                            // not): the waker is registered, the buffers can go all the same.
-                            if this.release_while_waiting {
-                                this.release_buffers_if_idle();
-                            }
-                            return Poll::Pending;
-                        }
+                    let Poll::Ready(received) = this.poll_receive(cx) else {
+                        // Readiness was stale (tokio learns only from a read that it is not).
+                        return this.wait();
                     };
+                    let received = received?;
                     if received == 0 {
                         return Poll::Ready(Err(eof(
                             "peer closed connection without sending TLS close_notify",

@@ -131,3 +131,18 @@ async fn a_response_ending_in_trailers_gives_its_connection_back() {
     }
     assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_zero_pool_idle_timeout_keeps_no_connection() {
+    let (addr, counts) = counting_backend(Answer::KeepAlive).await;
+    let toml = config(addr, "").replace(
+        "[upstreams.b]",
+        "[proxy]\npool_idle_timeout = \"0s\"\n\n[upstreams.b]",
+    );
+    let proxy = Wardgate::start(&toml);
+    let client = proxy.client();
+    for _ in 0..3 {
+        get_ok(&proxy, &client).await;
+    }
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 3);
+}
