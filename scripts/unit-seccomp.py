@@ -1,6 +1,9 @@
 #!/usr/bin/python3
 """Runs a command under the system call filter of a systemd unit, as systemd would install it.
 
+Only `SystemCallFilter=` is applied: not the unit's other sandboxing (`RestrictRealtime=`,
+`MemoryDenyWriteExecute=`, `RestrictAddressFamilies=`, ...), which systemd enforces apart.
+
 Usage: scripts/unit-seccomp.py UNIT_FILE -- COMMAND [ARG...]
 
 Reads the unit's `SystemCallFilter=` lines in order (the first decides whether the list allows
@@ -47,8 +50,13 @@ def allowed_calls(unit_path):
         if not line.startswith("SystemCallFilter="):
             continue
         value = line.split("=", 1)[1].strip()
+        if not value:
+            # An empty assignment resets the list.
+            calls, allow_list = set(), None
+            continue
         deny = value.startswith("~")
-        names = value.lstrip("~").split()
+        # `name:errno` gives one call its own error; here every refused call kills anyway.
+        names = [name.split(":", 1)[0] for name in value.lstrip("~").split()]
         expanded = set().union(*(group(name, set()) for name in names)) if names else set()
         if allow_list is None:
             allow_list = not deny
@@ -74,10 +82,9 @@ def main():
         rules = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
         action = seccomp.KILL_PROCESS
     for call in sorted(calls):
-        try:
+        # A name this architecture does not have resolves below zero; systemd skips those too.
+        if seccomp.resolve_syscall(seccomp.Arch(), call) >= 0:
             rules.add_rule(action, call)
-        except (RuntimeError, ValueError, OSError):
-            pass  # a name this architecture does not have (systemd skips those too)
     rules.load()
     os.execv(sys.argv[3], sys.argv[3:])
 
