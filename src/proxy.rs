@@ -6,7 +6,7 @@
 //! backend, so the retry cannot repeat an action. Unreachable backend: 502; no response head
 //! within `response_timeout`: 504.
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -117,8 +117,8 @@ pub async fn forward(
             .pick()
             .ok_or_else(|| GateError::UpstreamUnreachable("empty pool".into()))?;
         ctx.upstream = Some(std::sync::Arc::clone(&chosen.label));
-        let uri = chosen
-            .uri_for(target.path_and_query())
+        // The request target on the wire: the path and query alone (origin-form).
+        let uri = Uri::try_from(target.path_and_query())
             .map_err(|_| GateError::BadRequest("target cannot be forwarded"))?;
         let Some(mut attempt_parts) = next_parts.take() else {
             return Err(GateError::Internal("request head already sent".into()));
@@ -131,7 +131,7 @@ pub async fn forward(
             Request::from_parts(attempt_parts, body.take().unwrap_or_else(body::empty));
         let sent = tokio::time::timeout(
             app.config.proxy.response_timeout,
-            pool.client().request(upstream_req),
+            pool.client().send(&chosen.origin, upstream_req),
         )
         .await;
         let mut response = match sent {

@@ -61,16 +61,21 @@ struct Idle {
     since: Instant,
 }
 
-/// Where a connection goes: requests are only sent on connections to their own origin.
-#[derive(Clone)]
-struct Origin {
+/// Where a connection goes (scheme and authority): requests are only sent on connections to
+/// their own origin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Origin {
     scheme: Scheme,
     authority: Authority,
 }
 
 impl Origin {
-    fn same(&self, other: &Origin) -> bool {
-        self.scheme == other.scheme && self.authority.as_str() == other.authority.as_str()
+    /// The origin of an absolute URI; `None` for a URI without scheme or authority.
+    pub fn of(uri: &Uri) -> Option<Origin> {
+        Some(Origin {
+            scheme: uri.scheme()?.clone(),
+            authority: uri.authority()?.clone(),
+        })
     }
 }
 
@@ -138,29 +143,15 @@ pub fn build(
 }
 
 impl UpstreamClient {
-    /// Sends `request` (an absolute URI) on an idle connection to its origin, or on a new one.
+    /// Sends `request`, whose URI is absolute, to the origin it names (health checks, the
+    /// alert webhook).
     pub async fn request(
         &self,
         mut request: Request<Body>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let uri = request.uri();
-        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
-            return Err(UpstreamError::NoOrigin(uri.clone()));
+        let Some(origin) = Origin::of(request.uri()) else {
+            return Err(UpstreamError::NoOrigin(request.uri().clone()));
         };
-        let origin = Origin {
-            scheme: scheme.clone(),
-            authority: authority.clone(),
-        };
-        // hyper's HTTP/1 client writes any version as HTTP/1.1, but sends no body of unknown
-        // length for one it does not take for 1.1 (an HTTP/2 request's): 1.1 it is.
-        if request.version() != Version::HTTP_10 {
-            *request.version_mut() = Version::HTTP_11;
-        }
-        if !request.headers().contains_key(header::HOST) {
-            if let Some(host) = host_header(&origin) {
-                request.headers_mut().insert(header::HOST, host);
-            }
-        }
         let target = if request.method() == http::Method::CONNECT {
             Uri::from(origin.authority.clone())
         } else {
@@ -170,11 +161,32 @@ impl UpstreamClient {
                 .map_or_else(|| Uri::from_static("/"), |path| Uri::from(path.clone()))
         };
         *request.uri_mut() = target;
+        self.send(&origin, request).await
+    }
+
+    /// Sends `request`, whose URI is the request target as it goes on the wire (the path and
+    /// query), to `origin`: on an idle connection to it, or on a new one. The proxy's path,
+    /// whose targets know their origin, so no absolute URI is built and taken apart again.
+    pub async fn send(
+        &self,
+        origin: &Origin,
+        mut request: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        // hyper's HTTP/1 client writes any version as HTTP/1.1, but sends no body of unknown
+        // length for one it does not take for 1.1 (an HTTP/2 request's): 1.1 it is.
+        if request.version() != Version::HTTP_10 {
+            *request.version_mut() = Version::HTTP_11;
+        }
+        if !request.headers().contains_key(header::HOST) {
+            if let Some(host) = host_header(origin) {
+                request.headers_mut().insert(header::HOST, host);
+            }
+        }
         // Pooled connections were ready for a request when they were pooled; the backend may
         // have closed one since.
-        while let Some(mut sender) = self.inner.checkout(&origin) {
+        while let Some(mut sender) = self.inner.checkout(origin) {
             match sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.inner.keep(response, origin, sender)),
+                Ok(response) => return Ok(self.inner.keep(response, origin.clone(), sender)),
                 Err(mut failed) => match failed.take_message() {
                     // Closed before it took the request: nothing was sent, try another.
                     Some(unsent) => request = unsent,
@@ -184,12 +196,12 @@ impl UpstreamClient {
         }
         // Boxed: connecting is rare, and its future (TCP, TLS and HTTP handshakes) would
         // otherwise make every request's future larger, and every move of it longer.
-        let mut sender = Box::pin(self.inner.connect(&origin)).await?;
+        let mut sender = Box::pin(self.inner.connect(origin)).await?;
         let response = sender
             .send_request(request)
             .await
             .map_err(UpstreamError::Http)?;
-        Ok(self.inner.keep(response, origin, sender))
+        Ok(self.inner.keep(response, origin.clone(), sender))
     }
 }
 
@@ -240,7 +252,7 @@ impl Inner {
         let mut index = idle.len();
         while index > 0 {
             index -= 1;
-            if idle[index].origin.same(origin) {
+            if idle[index].origin == *origin {
                 let conn = idle.remove(index);
                 if !conn.sender.is_closed() {
                     return Some(conn.sender);
@@ -325,11 +337,7 @@ mod tests {
     use super::*;
 
     fn host_for(uri: &str) -> Option<HeaderValue> {
-        let uri: Uri = uri.parse().expect("uri");
-        host_header(&Origin {
-            scheme: uri.scheme().expect("scheme").clone(),
-            authority: uri.authority().expect("authority").clone(),
-        })
+        host_header(&Origin::of(&uri.parse().expect("uri")).expect("origin"))
     }
 
     #[test]

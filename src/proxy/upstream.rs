@@ -18,6 +18,8 @@ use crate::config::{ProxyConfig, UpstreamConfig};
 pub struct Target {
     /// `scheme://host:port`.
     pub base: Uri,
+    /// Where requests to this target go (`base`'s scheme and authority).
+    pub origin: client::Origin,
     /// Label for logs and metrics (`host:port`).
     pub label: crate::audit::record::Text,
     healthy: AtomicBool,
@@ -58,19 +60,6 @@ impl Target {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// The address of `path_and_query` on this target (no formatting and re-parsing of the
-    /// whole URI per request: scheme and authority are shared, the path is moved in).
-    pub fn uri_for(&self, path_and_query: String) -> Result<Uri, http::Error> {
-        let mut builder = Uri::builder();
-        if let Some(scheme) = self.base.scheme() {
-            builder = builder.scheme(scheme.clone());
-        }
-        if let Some(authority) = self.base.authority() {
-            builder = builder.authority(authority.clone());
-        }
-        builder.path_and_query(path_and_query).build()
-    }
-
     /// Records an active health-check result.
     pub fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::Relaxed);
@@ -103,13 +92,19 @@ impl UpstreamPool {
         let targets = config
             .targets
             .iter()
-            .map(|uri| Target {
-                base: uri.clone(),
-                label: uri.authority().map_or("", |a| a.as_str()).into(),
-                healthy: AtomicBool::new(true),
-                ejected_until_ms: AtomicU64::new(0),
+            .map(|uri| {
+                // The config accepts only http(s) targets with a host.
+                let origin = client::Origin::of(uri)
+                    .ok_or_else(|| format!("upstream `{name}`: target {uri} names no origin"))?;
+                Ok(Target {
+                    base: uri.clone(),
+                    origin,
+                    label: uri.authority().map_or("", |a| a.as_str()).into(),
+                    healthy: AtomicBool::new(true),
+                    ejected_until_ms: AtomicU64::new(0),
+                })
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         Ok(UpstreamPool {
             name: name.to_string(),
             targets,
