@@ -69,6 +69,14 @@ pub(crate) struct Counts {
     pub(crate) closed: Arc<AtomicUsize>,
 }
 
+/// The test config in front of `backend`, with `[proxy] pool_idle_timeout = timeout`.
+fn with_pool_idle_timeout(backend: SocketAddr, timeout: &str) -> String {
+    config(backend, "").replace(
+        "[upstreams.b]",
+        &format!("[proxy]\npool_idle_timeout = \"{timeout}\"\n\n[upstreams.b]"),
+    )
+}
+
 async fn get_ok(proxy: &Wardgate, client: &reqwest::Client) {
     let response = client.get(proxy.url("/pub/x")).send().await.expect("send");
     assert_eq!(response.status(), 200);
@@ -78,11 +86,7 @@ async fn get_ok(proxy: &Wardgate, client: &reqwest::Client) {
 #[tokio::test]
 async fn upstream_connections_are_reused_and_closed_after_pool_idle_timeout() {
     let (addr, counts) = counting_backend(Answer::KeepAlive).await;
-    let toml = config(addr, "").replace(
-        "[upstreams.b]",
-        "[proxy]\npool_idle_timeout = \"1s\"\n\n[upstreams.b]",
-    );
-    let proxy = Wardgate::start(&toml);
+    let proxy = Wardgate::start(&with_pool_idle_timeout(addr, "1s"));
     let client = proxy.client();
     for _ in 0..10 {
         get_ok(&proxy, &client).await;
@@ -135,11 +139,7 @@ async fn a_response_ending_in_trailers_gives_its_connection_back() {
 #[tokio::test]
 async fn a_zero_pool_idle_timeout_keeps_no_connection() {
     let (addr, counts) = counting_backend(Answer::KeepAlive).await;
-    let toml = config(addr, "").replace(
-        "[upstreams.b]",
-        "[proxy]\npool_idle_timeout = \"0s\"\n\n[upstreams.b]",
-    );
-    let proxy = Wardgate::start(&toml);
+    let proxy = Wardgate::start(&with_pool_idle_timeout(addr, "0s"));
     let client = proxy.client();
     for _ in 0..3 {
         get_ok(&proxy, &client).await;

@@ -161,8 +161,6 @@ mod tests {
         refused_at(table, "h", path, Method::GET)
     }
 
-    /// `/Admin` would reach the catch-all here and the admin handler of a backend that ignores
-    /// case; `/admin/` likewise for the exact `/admin` route.
     #[test]
     fn trimmable_segments_are_found_before_each_slash_and_at_the_end() {
         // The substring searches it replaced, as the reference.
@@ -201,6 +199,8 @@ mod tests {
         }
     }
 
+    /// `/Admin` would reach the catch-all here and the admin handler of a backend that ignores
+    /// case; `/admin/` likewise for the exact `/admin` route.
     #[test]
     fn a_variant_reaching_another_route_is_refused() {
         let table = RouteTable::new(&[
