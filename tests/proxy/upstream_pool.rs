@@ -77,10 +77,21 @@ fn with_pool_idle_timeout(backend: SocketAddr, timeout: &str) -> String {
     )
 }
 
-async fn get_ok(proxy: &Wardgate, client: &reqwest::Client) {
-    let response = client.get(proxy.url("/pub/x")).send().await.expect("send");
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.text().await.expect("body"), "ok");
+/// `times` requests through `proxy`, one after the other, each answered `ok`.
+async fn get_ok(proxy: &Wardgate, client: &reqwest::Client, times: usize) {
+    for _ in 0..times {
+        let response = client.get(proxy.url("/pub/x")).send().await.expect("send");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.expect("body"), "ok");
+    }
+}
+
+/// Starts a proxy on `toml` and sends it `times` requests; the backend connections opened.
+async fn connections_for(toml: &str, counts: &Counts, times: usize) -> usize {
+    let proxy = Wardgate::start(toml);
+    get_ok(&proxy, &proxy.client(), times).await;
+    assert!(!proxy.logs().contains("panicked"));
+    counts.accepted.load(Ordering::SeqCst)
 }
 
 #[tokio::test]
@@ -88,9 +99,7 @@ async fn upstream_connections_are_reused_and_closed_after_pool_idle_timeout() {
     let (addr, counts) = counting_backend(Answer::KeepAlive).await;
     let proxy = Wardgate::start(&with_pool_idle_timeout(addr, "1s"));
     let client = proxy.client();
-    for _ in 0..10 {
-        get_ok(&proxy, &client).await;
-    }
+    get_ok(&proxy, &client, 10).await;
     assert_eq!(
         counts.accepted.load(Ordering::SeqCst),
         1,
@@ -109,40 +118,25 @@ async fn upstream_connections_are_reused_and_closed_after_pool_idle_timeout() {
         1,
         "the idle one expired"
     );
-    get_ok(&proxy, &client).await;
+    get_ok(&proxy, &client, 1).await;
     assert_eq!(counts.accepted.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
 async fn a_backend_that_drops_idle_connections_costs_no_request() {
     let (addr, counts) = counting_backend(Answer::CloseAfterEach).await;
-    let proxy = Wardgate::start(&config(addr, ""));
-    let client = proxy.client();
-    for _ in 0..20 {
-        get_ok(&proxy, &client).await;
-    }
-    assert_eq!(counts.accepted.load(Ordering::SeqCst), 20);
-    assert!(!proxy.logs().contains("panicked"));
+    assert_eq!(connections_for(&config(addr, ""), &counts, 20).await, 20);
 }
 
 #[tokio::test]
 async fn a_response_ending_in_trailers_gives_its_connection_back() {
     let (addr, counts) = counting_backend(Answer::Trailers).await;
-    let proxy = Wardgate::start(&config(addr, ""));
-    let client = proxy.client();
-    for _ in 0..5 {
-        get_ok(&proxy, &client).await;
-    }
-    assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(connections_for(&config(addr, ""), &counts, 5).await, 1);
 }
 
 #[tokio::test]
 async fn a_zero_pool_idle_timeout_keeps_no_connection() {
     let (addr, counts) = counting_backend(Answer::KeepAlive).await;
-    let proxy = Wardgate::start(&with_pool_idle_timeout(addr, "0s"));
-    let client = proxy.client();
-    for _ in 0..3 {
-        get_ok(&proxy, &client).await;
-    }
-    assert_eq!(counts.accepted.load(Ordering::SeqCst), 3);
+    let toml = with_pool_idle_timeout(addr, "0s");
+    assert_eq!(connections_for(&toml, &counts, 3).await, 3);
 }
