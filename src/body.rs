@@ -23,6 +23,14 @@ pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
+/// Whether `frame`, just read from `body`, is its last. A body that wraps another must not
+/// wait for a final `None` to see the end: with a `Content-Length`, hyper stops polling after
+/// the last byte, and after trailers (always the last frame) it stops polling and drops the
+/// body.
+pub fn is_last_frame<B: http_body::Body>(frame: &http_body::Frame<B::Data>, body: &B) -> bool {
+    frame.is_trailers() || body.is_end_stream()
+}
+
 /// A body that fails when its sender pauses longer than `limit` between two frames: a
 /// slow-body (slowloris) client cannot hold a connection to the backend, and a backend that
 /// hangs in the middle of a response cannot hold the client's. Only the sender's pauses count:

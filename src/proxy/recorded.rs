@@ -59,9 +59,7 @@ impl HttpBody for RecordedBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 this.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
-                // With a Content-Length, hyper stops polling after the last byte; after trailers
-                // (always the last frame) it stops polling and drops the body: either is the end.
-                if this.inner.is_end_stream() || frame.is_trailers() {
+                if crate::body::is_last_frame(frame, &this.inner) {
                     this.finish("complete");
                 }
             }

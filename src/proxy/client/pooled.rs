@@ -79,8 +79,7 @@ impl HttpBody for UpstreamBody {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => self.release(),
-            // Trailers are the last frame; hyper's server drops the body once it has them.
-            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() || self.inner.is_end_stream() => {
+            Poll::Ready(Some(Ok(frame))) if crate::body::is_last_frame(frame, &self.inner) => {
                 self.release()
             }
             // A failed body leaves the connection unusable: it closes with its sender.
